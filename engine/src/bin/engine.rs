@@ -1,0 +1,112 @@
+//! The `engine` binary: serves the demo command set (PROTOCOL.md §3) on the configured
+//! listeners. Maps its command line onto `engine::Config`; logs with `RUST_LOG`.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use engine::{Address, Config, Limits, Server};
+
+/// Thread-per-core QMP command dispatcher with an out-of-band lane.
+///
+/// Serves the demo command set: in-band `work`, `counter-add`, `stall`, `emit-event`,
+/// `query-version`, `query-commands`, `quit`; allow-oob `ping`, `query-counter`,
+/// `release`, `query-stats`.
+///
+/// Examples:
+///   engine                                   # QMP on tcp:127.0.0.1:4444
+///   engine --qmp tcp:127.0.0.1:0 --qmp unix:/tmp/engine.sock --threads 2
+///   RUST_LOG=engine=debug engine --no-pin
+///
+/// Exits 0 after SIGINT, SIGTERM or `quit`, once every request already read is answered.
+/// A second signal exits at once.
+#[derive(Debug, Parser)]
+#[command(version, verbatim_doc_comment)]
+struct Cli {
+    /// QMP listener, `tcp:HOST:PORT` or `unix:PATH` (repeatable; port 0 picks a free port).
+    /// Default when no listener is given: tcp:127.0.0.1:4444.
+    #[arg(long, value_name = "ADDR")]
+    qmp: Vec<Address>,
+
+    /// OVS-style JSON-RPC listener, `tcp:HOST:PORT` or `unix:PATH` (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    jsonrpc: Vec<Address>,
+
+    /// Parser threads (default: one per available core).
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    threads: usize,
+
+    /// Do not pin threads to cores.
+    #[arg(long)]
+    no_pin: bool,
+
+    /// Largest accepted message, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_message_bytes)]
+    max_message: usize,
+
+    /// In-band requests per connection handed to the executor at once; later ones are
+    /// parked in the connection while reading and OOB continue.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_inflight_per_conn)]
+    max_inflight: usize,
+
+    /// Parked request bytes plus unsent reply bytes per connection beyond which the
+    /// engine stops reading that socket.
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().conn_budget_bytes)]
+    conn_budget: usize,
+
+    /// Capacity of the executor's job queue.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().queue_capacity)]
+    queue: usize,
+
+    /// Seconds graceful shutdown waits for clients to take their last replies.
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    drain_timeout: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "engine=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let config = Config {
+        qmp: cli.qmp,
+        jsonrpc: cli.jsonrpc,
+        threads: cli.threads,
+        pin: !cli.no_pin,
+        limits: Limits {
+            max_message_bytes: cli.max_message,
+            max_inflight_per_conn: cli.max_inflight,
+            conn_budget_bytes: cli.conn_budget,
+            queue_capacity: cli.queue,
+            drain_timeout: Duration::from_secs(cli.drain_timeout),
+        },
+        ..Config::default()
+    };
+    let server = Server::start(config, engine::demo::registry()).context("cannot start")?;
+    let mut stdout = std::io::stdout().lock();
+    for addr in server.qmp_addrs() {
+        writeln!(stdout, "QMP listening on {addr}")?;
+    }
+    for addr in server.jsonrpc_addrs() {
+        writeln!(stdout, "JSON-RPC listening on {addr}")?;
+    }
+    stdout.flush()?;
+    drop(stdout);
+
+    let trigger = server.trigger();
+    let signals = std::sync::atomic::AtomicUsize::new(0);
+    ctrlc::set_handler(move || {
+        if signals.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
+            std::process::exit(130);
+        }
+        trigger.shutdown("host-signal");
+    })
+    .context("cannot install the signal handler")?;
+    server.wait();
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! Server configuration: plain data with `Default`, validated once by `Server::start`.
+
+use crate::{Address, Error};
+
+/// Everything `Server::start` needs besides the commands.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// QMP listeners. `Server::start` with no listener at all serves QMP on
+    /// [`Config::DEFAULT_QMP`].
+    pub qmp: Vec<Address>,
+    /// OVS-style JSON-RPC listeners.
+    pub jsonrpc: Vec<Address>,
+    /// Parser threads; 0 means one per available core.
+    pub threads: usize,
+    /// Pin parser threads (and the executor, when a core is left for it) to cores.
+    pub pin: bool,
+    /// Limits that keep per-connection memory bounded.
+    pub limits: Limits,
+    /// Text of the greeting's `package` field.
+    pub package: String,
+}
+
+/// Per-connection and per-server bounds. Every one is a memory or fairness bound: past it
+/// the engine stops reading a socket or answers an error, it never drops a request.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest accepted message. QEMU allows 64 MiB; a control plane rarely needs more than
+    /// a few KiB, and this is also the most a single connection's read buffer can grow to.
+    pub max_message_bytes: usize,
+    /// In-band requests of one connection submitted to the executor at once; later ones are
+    /// parked in the connection (reading and OOB go on). QEMU's equivalent is 8.
+    pub max_inflight_per_conn: usize,
+    /// Parked request bytes plus unsent reply bytes of one connection beyond which the engine
+    /// stops reading that socket until the client catches up.
+    pub conn_budget_bytes: usize,
+    /// Capacity of the executor's job queue (shared by all parser threads). A full queue
+    /// parks jobs in their connections; it never blocks a parser thread.
+    pub queue_capacity: usize,
+    /// How long graceful shutdown waits for clients to take their last replies.
+    pub drain_timeout: std::time::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 1 << 20,
+            max_inflight_per_conn: 256,
+            conn_budget_bytes: 4 << 20,
+            queue_capacity: 16 * 1024,
+            drain_timeout: std::time::Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            qmp: Vec::new(),
+            jsonrpc: Vec::new(),
+            threads: 0,
+            pin: true,
+            limits: Limits::default(),
+            package: format!("engine {}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+impl Config {
+    /// The listener used when none is configured.
+    pub const DEFAULT_QMP: &'static str = "tcp:127.0.0.1:4444";
+
+    /// Checks the configuration once, filling in defaults.
+    pub(crate) fn validated(mut self) -> Result<Config, Error> {
+        if self.qmp.is_empty() && self.jsonrpc.is_empty() {
+            self.qmp.push(Self::DEFAULT_QMP.parse()?);
+        }
+        if self.threads == 0 {
+            self.threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        }
+        let limits = &self.limits;
+        if limits.max_message_bytes < 64 {
+            return Err(Error::Config("max_message_bytes must be at least 64".into()));
+        }
+        if limits.max_inflight_per_conn == 0 || limits.queue_capacity == 0 {
+            return Err(Error::Config("in-flight limit and queue capacity must be > 0".into()));
+        }
+        if limits.conn_budget_bytes < limits.max_message_bytes {
+            return Err(Error::Config("conn_budget_bytes must be >= max_message_bytes".into()));
+        }
+        if self.threads > 1024 {
+            return Err(Error::Config("at most 1024 parser threads".into()));
+        }
+        Ok(self)
+    }
+}

@@ -1,0 +1,234 @@
+//! One client connection, owned by the parser thread that accepted it: the socket, the read
+//! buffer the framer and the peek work in, the write buffer replies are encoded into, the
+//! in-band lane, and the session state.
+//!
+//! Memory is bounded: the read buffer grows only to the message size limit, and past the
+//! connection's byte budget (parked requests plus unsent replies) the thread stops reading
+//! the socket, so a client that floods or does not read its replies only slows itself.
+
+use std::io::{self, Read, Write};
+
+use mio::event::Source;
+use mio::net::{TcpStream, UnixStream};
+use mio::{Interest, Registry, Token};
+
+use crate::framer::{Framer, Step};
+use crate::job::ConnId;
+use crate::lane::Lane;
+use crate::peek::PADDING;
+use crate::qmp::Mode;
+
+/// Initial read buffer size: a few typical control-plane messages, so idle connections stay
+/// cheap; it grows (doubling) only for larger messages.
+const INITIAL_READ: usize = 16 * 1024;
+
+/// Write buffers larger than this are shrunk once empty, so one burst does not pin memory.
+const KEEP_WRITE_CAPACITY: usize = 256 * 1024;
+
+/// A connected socket.
+#[derive(Debug)]
+pub(crate) enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    pub(crate) fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        match self {
+            Stream::Tcp(s) => s.register(registry, token, interest),
+            Stream::Unix(s) => s.register(registry, token, interest),
+        }
+    }
+
+    pub(crate) fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.deregister(registry),
+            Stream::Unix(s) => s.deregister(registry),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The read buffer and its framer. `buf` is always fully initialised and at least
+/// [`PADDING`] bytes longer than the data in it, so any framed message can be parsed in place.
+#[derive(Debug)]
+pub(crate) struct Input {
+    buf: Vec<u8>,
+    /// Bytes of `buf` holding data read from the socket.
+    filled: usize,
+    framer: Framer,
+    /// Largest `buf` may grow: the message limit plus room for one more read and padding.
+    max_buf: usize,
+}
+
+impl Input {
+    pub(crate) fn new(max_message: usize) -> Input {
+        Input {
+            buf: vec![0; INITIAL_READ + PADDING],
+            filled: 0,
+            framer: Framer::new(max_message),
+            max_buf: max_message + INITIAL_READ + PADDING,
+        }
+    }
+
+    /// One `read` into the free space (making room first): the byte count (0 is end of
+    /// stream) and whether the read filled all the space offered.
+    pub(crate) fn read_from(&mut self, src: &mut impl Read) -> io::Result<(usize, bool)> {
+        self.make_room();
+        let end = self.buf.len() - PADDING;
+        let n = src.read(&mut self.buf[self.filled..end])?;
+        let filled = self.filled + n == end;
+        self.filled += n;
+        Ok((n, filled))
+    }
+
+    /// The next complete value, if the buffer holds one.
+    pub(crate) fn next_frame(&mut self) -> Step {
+        self.framer.next(&self.buf[..self.filled])
+    }
+
+    /// The data read so far.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.buf[..self.filled]
+    }
+
+    /// A framed message and the padding after it, for parsing in place.
+    pub(crate) fn message_mut(&mut self, range: std::ops::Range<usize>) -> &mut [u8] {
+        &mut self.buf[range.start..range.end + PADDING]
+    }
+
+    /// Drops consumed bytes: cheaply when all are consumed, else by moving the unconsumed
+    /// tail to the front, growing only when a single message needs more room.
+    fn make_room(&mut self) {
+        let keep = self.framer.keep_from();
+        if keep > 0 && (keep == self.filled || self.filled + PADDING >= self.buf.len() / 2) {
+            self.buf.copy_within(keep..self.filled, 0);
+            self.filled -= keep;
+            self.framer.shift(keep);
+        }
+        if self.filled + PADDING == self.buf.len() && self.buf.len() < self.max_buf {
+            let grown = (self.buf.len() * 2).min(self.max_buf);
+            self.buf.resize(grown, 0);
+        }
+    }
+}
+
+/// Encoded output waiting for the socket.
+#[derive(Debug, Default)]
+pub(crate) struct Output {
+    pub(crate) buf: Vec<u8>,
+    /// Bytes of `buf` already written.
+    sent: usize,
+}
+
+impl Output {
+    pub(crate) fn pending(&self) -> usize {
+        self.buf.len() - self.sent
+    }
+
+    /// One `write` of everything pending. Returns true if the socket took it all.
+    pub(crate) fn flush(&mut self, dst: &mut impl Write) -> io::Result<bool> {
+        if self.pending() == 0 {
+            return Ok(true);
+        }
+        let n = dst.write(&self.buf[self.sent..])?;
+        self.sent += n;
+        if self.sent < self.buf.len() {
+            return Ok(false);
+        }
+        self.buf.clear();
+        self.sent = 0;
+        if self.buf.capacity() > KEEP_WRITE_CAPACITY {
+            self.buf.shrink_to(KEEP_WRITE_CAPACITY);
+        }
+        Ok(true)
+    }
+}
+
+/// What a connection's messages act on (everything but its input, which the message being
+/// handled borrows).
+#[derive(Debug)]
+pub(crate) struct Session<S, V> {
+    pub(crate) id: ConnId,
+    pub(crate) output: Output,
+    pub(crate) lane: Lane<S, V>,
+    pub(crate) mode: Mode,
+}
+
+/// A client connection.
+#[derive(Debug)]
+pub(crate) struct Conn<S, V> {
+    pub(crate) stream: Stream,
+    pub(crate) input: Input,
+    pub(crate) session: Session<S, V>,
+    /// The socket may hold unread bytes (readiness is edge-triggered: true until a read
+    /// returns `WouldBlock`).
+    pub(crate) readable: bool,
+    /// The socket can take more output.
+    pub(crate) writable: bool,
+    /// The client shut down its sending side; we still answer what it sent.
+    pub(crate) read_closed: bool,
+    /// A socket error: close without further writes.
+    pub(crate) broken: bool,
+    /// Listed for servicing this loop turn.
+    pub(crate) queued: bool,
+}
+
+impl<S, V> Session<S, V> {
+    /// Every request has its reply written to the socket.
+    pub(crate) fn is_answered(&self) -> bool {
+        self.lane.is_idle() && self.output.pending() == 0
+    }
+}
+
+impl<S, V> Conn<S, V> {
+    pub(crate) fn new(id: ConnId, stream: Stream, max_message: usize) -> Self {
+        Conn {
+            stream,
+            input: Input::new(max_message),
+            session: Session {
+                id,
+                output: Output::default(),
+                lane: Lane::default(),
+                mode: Mode::Negotiating,
+            },
+            readable: true,
+            writable: true,
+            read_closed: false,
+            broken: false,
+            queued: false,
+        }
+    }
+
+    /// Bytes this connection holds for its client: parked requests and unsent replies.
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.session.lane.parked_bytes() + self.session.output.pending()
+    }
+
+    /// Nothing more will come from or go to this connection.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.broken || (self.read_closed && self.session.is_answered())
+    }
+}

@@ -1,0 +1,229 @@
+//! The demo command set of PROTOCOL.md §3, registered through the public [`Registry`] API
+//! exactly as an embedding user would. The `engine` binary serves it; tests and the load
+//! generator use it.
+//!
+//! In-band handlers run on the executor; `ping`, `query-counter`, `release` and
+//! `query-stats` are allow-oob and must never block. `stall`/`release` reproduce QEMU's own
+//! OOB test: a blocked executor, and an OOB command that must still answer.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use serde::{Deserialize, Serialize};
+
+use crate::registry::{CommandError, CommandInfo, Empty, NoArgs, Registry, VersionInfo};
+use crate::stats::StatsSnapshot;
+
+/// Longest `work` accepted: simulated service time is for load tests, not for wedging the
+/// executor for minutes.
+const MAX_WORK: Duration = Duration::from_secs(10);
+/// `stall` without `timeout-ms` waits this long for `release`.
+const DEFAULT_STALL: Duration = Duration::from_secs(60);
+/// Longest `stall` accepted.
+const MAX_STALL: Duration = Duration::from_secs(600);
+
+/// State owned by the executor.
+#[derive(Debug, Default)]
+pub struct DemoState {
+    counter: i64,
+}
+
+/// State shared with OOB handlers.
+#[derive(Debug, Default)]
+pub struct DemoShared {
+    /// `counter` as last published by the executor.
+    counter: AtomicI64,
+    gate: Gate,
+}
+
+/// Where `stall` waits for `release`. Only the executor ever waits here.
+#[derive(Debug, Default)]
+pub struct Gate {
+    state: Mutex<GateState>,
+    cond: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    /// Stalls waiting now (0 or 1: only the executor stalls).
+    waiting: u64,
+    /// Bumped by each release; a stall ends when it changes.
+    generation: u64,
+    /// Shutdown began: stalls end at once.
+    closed: bool,
+}
+
+impl Gate {
+    /// Blocks until released or `timeout`; true if released.
+    pub fn stall(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.state.lock();
+        if state.closed {
+            return false;
+        }
+        let generation = state.generation;
+        state.waiting += 1;
+        while state.generation == generation {
+            if self.cond.wait_until(&mut state, deadline).timed_out() {
+                break;
+            }
+        }
+        let released = state.generation != generation;
+        if !released {
+            state.waiting -= 1;
+        }
+        released
+    }
+
+    /// Releases every waiting stall; returns how many.
+    pub fn release(&self) -> u64 {
+        let mut state = self.state.lock();
+        let released = state.waiting;
+        if released > 0 {
+            state.waiting = 0;
+            state.generation += 1;
+            self.cond.notify_all();
+        }
+        released
+    }
+
+    /// Releases every stall and makes later ones return at once.
+    pub fn close(&self) {
+        self.state.lock().closed = true;
+        self.release();
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkArgs {
+    us: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CounterAddArgs {
+    delta: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct StallArgs {
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmitEventArgs {
+    event: String,
+    data: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Debug, Serialize)]
+struct CounterValue {
+    value: i64,
+}
+
+#[derive(Debug, Serialize)]
+struct Released<T> {
+    released: T,
+}
+
+/// The demo command set.
+pub fn registry() -> Registry<DemoState, DemoShared> {
+    let mut registry = Registry::new(DemoState::default(), Arc::new(DemoShared::default()));
+    registry
+        .inband("query-version", |exec, _: NoArgs| -> Result<VersionInfo, _> {
+            Ok(exec.ctx().version().clone())
+        })
+        .inband("query-commands", |exec, _: NoArgs| -> Result<Vec<CommandInfo>, _> {
+            Ok(exec.ctx().commands().to_vec())
+        })
+        .allow_oob("ping", |_, _: NoArgs| Ok(Empty {}))
+        .inband("work", |_, args: WorkArgs| {
+            let time = Duration::from_micros(args.us);
+            if time > MAX_WORK {
+                return Err(CommandError::generic(format!("'us' must be at most {MAX_WORK:?}")));
+            }
+            spin(time);
+            Ok(Empty {})
+        })
+        .inband("counter-add", |exec, args: CounterAddArgs| {
+            let state = exec.state();
+            state.counter = state
+                .counter
+                .checked_add(args.delta)
+                .ok_or_else(|| CommandError::generic("counter overflow"))?;
+            let value = state.counter;
+            exec.ctx().shared().counter.store(value, Ordering::Release);
+            Ok(CounterValue { value })
+        })
+        .allow_oob("query-counter", |ctx, _: NoArgs| {
+            Ok(CounterValue { value: ctx.shared().counter.load(Ordering::Acquire) })
+        })
+        .inband("stall", |exec, args: StallArgs| {
+            let timeout = args.timeout_ms.map_or(DEFAULT_STALL, Duration::from_millis);
+            if timeout > MAX_STALL {
+                return Err(CommandError::generic(format!(
+                    "'timeout-ms' must be at most {}",
+                    MAX_STALL.as_millis()
+                )));
+            }
+            Ok(Released { released: exec.ctx().shared().gate.stall(timeout) })
+        })
+        .allow_oob("release", |ctx, _: NoArgs| {
+            Ok(Released { released: ctx.shared().gate.release() })
+        })
+        .allow_oob("query-stats", |ctx, _: NoArgs| -> Result<StatsSnapshot, _> { Ok(ctx.stats()) })
+        .inband("emit-event", |exec, args: EmitEventArgs| {
+            exec.emit_event(args.event, args.data.map(serde_json::Value::Object));
+            Ok(Empty {})
+        })
+        .inband("quit", |exec, _: NoArgs| {
+            exec.request_shutdown("host-qmp-quit");
+            Ok(Empty {})
+        })
+        .on_shutdown(|shared| shared.gate.close());
+    registry
+}
+
+/// Busy-waits: simulated service time that occupies the executor like real work would.
+fn spin(time: Duration) {
+    let until = Instant::now() + time;
+    while Instant::now() < until {
+        std::hint::spin_loop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_ends_a_stall_and_reports_the_count() {
+        let gate = Arc::new(Gate::default());
+        let stalled = {
+            let gate = Arc::clone(&gate);
+            std::thread::spawn(move || gate.stall(Duration::from_secs(30)))
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut released = 0;
+        while released == 0 && Instant::now() < deadline {
+            released = gate.release();
+            std::thread::yield_now();
+        }
+        assert_eq!(released, 1);
+        assert!(stalled.join().unwrap());
+        assert_eq!(gate.release(), 0);
+    }
+
+    #[test]
+    fn a_stall_times_out_unreleased_and_a_closed_gate_never_stalls() {
+        let gate = Gate::default();
+        assert!(!gate.stall(Duration::from_millis(1)));
+        gate.close();
+        assert!(!gate.stall(Duration::from_secs(30)));
+    }
+}

@@ -1,0 +1,424 @@
+//! Streaming framer: finds where each top-level JSON value starts and ends in a connection's
+//! read buffer, by counting `{}`/`[]` outside strings. Runs on the parser thread that owns the
+//! connection.
+//!
+//! It does not validate JSON (simd-json does that on the framed bytes); it only has to agree
+//! with any valid JSON on where a value ends, and resynchronise after garbage so that one bad
+//! message costs one error. On the way it notes the raw span of a top-level `"id"` member, so
+//! the reply can echo the id from its original bytes, and it flags values nested deeper than
+//! [`MAX_DEPTH`] or longer than the size limit (whose bytes it lets the owner drop while it
+//! scans, so memory stays bounded).
+//!
+//! Must never allocate or copy: it only moves indices over the caller's buffer.
+
+use std::ops::Range;
+
+/// Deepest nesting accepted, as in QEMU (`MAX_NESTING` in `qobject/json-streamer.c`) and
+/// simdjson's default: deeper values are answered with an error, never parsed.
+pub(crate) const MAX_DEPTH: u32 = 1024;
+
+/// What the framer found next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// A complete top-level value.
+    Frame(Frame),
+    /// A value longer than the size limit ended; its bytes were dropped while scanning.
+    TooLarge,
+    /// The buffer holds no further complete value; read more.
+    Incomplete,
+}
+
+/// One complete top-level value in the buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Frame {
+    /// Where the value lies in the buffer.
+    pub(crate) range: Range<usize>,
+    /// Raw bytes of the value of a top-level `"id"` member, whitespace included.
+    pub(crate) id: Option<Range<usize>>,
+    /// Nested deeper than [`MAX_DEPTH`]: answer an error without parsing.
+    pub(crate) too_deep: bool,
+}
+
+/// Where the scanner is within the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Between values, skipping whitespace.
+    Between,
+    /// Inside an object or array, outside strings.
+    Structure,
+    /// Inside a string; `depth` says whether it is top-level.
+    String,
+    /// Inside a bare top-level token (number, literal or garbage).
+    Token,
+}
+
+/// The streaming scanner. Offsets are indices into the owner's buffer; when the owner drops
+/// consumed bytes from the front it calls [`Framer::shift`].
+#[derive(Debug)]
+pub(crate) struct Framer {
+    state: State,
+    /// Start of the value being scanned (valid unless `state == Between`).
+    start: usize,
+    /// Next byte to look at; everything before it has been classified.
+    pos: usize,
+    /// Open `{`/`[` count of the value being scanned.
+    depth: u32,
+    /// The previous byte inside the current string was a backslash.
+    escaped: bool,
+    /// The value being scanned is a top-level object: track its members.
+    object: bool,
+    /// At depth 1 of an object, the next string is a member key.
+    expect_key: bool,
+    /// Start of the depth-1 key string being scanned, if any.
+    key_start: Option<usize>,
+    /// The last depth-1 key was exactly `"id"`.
+    key_is_id: bool,
+    /// Start of the `id` member's value (just after its colon), while it is being scanned.
+    id_from: Option<usize>,
+    /// The finished span of the `id` member's value.
+    id: Option<Range<usize>>,
+    too_deep: bool,
+    /// The value being scanned exceeded `max_len`: its bytes are being dropped.
+    discarding: bool,
+    /// Size limit of one value, in bytes.
+    max_len: usize,
+}
+
+impl Framer {
+    pub(crate) fn new(max_len: usize) -> Framer {
+        Framer {
+            state: State::Between,
+            start: 0,
+            pos: 0,
+            depth: 0,
+            escaped: false,
+            object: false,
+            expect_key: false,
+            key_start: None,
+            key_is_id: false,
+            id_from: None,
+            id: None,
+            too_deep: false,
+            discarding: false,
+            max_len,
+        }
+    }
+
+    /// Scans `buf` (the filled part of the read buffer) for the next complete value.
+    pub(crate) fn next(&mut self, buf: &[u8]) -> Step {
+        while self.pos < buf.len() {
+            let done = match self.state {
+                State::Between => {
+                    self.between(buf);
+                    false
+                }
+                State::Structure => self.structure(buf),
+                State::String => self.string(buf),
+                State::Token => self.token(buf),
+            };
+            if done {
+                return self.finish();
+            }
+        }
+        if self.state != State::Between && self.pos - self.start > self.max_len {
+            self.discarding = true;
+        }
+        Step::Incomplete
+    }
+
+    /// Bytes before this index are no longer needed: everything framed so far, and while an
+    /// oversized value is being skipped, everything scanned of it.
+    pub(crate) fn keep_from(&self) -> usize {
+        match self.state {
+            State::Between => self.pos,
+            _ if self.discarding => self.pos,
+            _ => self.start,
+        }
+    }
+
+    /// The owner dropped `n` bytes (at most [`Framer::keep_from`]) from the buffer's front.
+    pub(crate) fn shift(&mut self, n: usize) {
+        let back = |i: usize| i.saturating_sub(n);
+        self.pos -= n;
+        self.start = back(self.start);
+        self.key_start = self.key_start.map(back);
+        self.id_from = self.id_from.map(back);
+        self.id = self.id.take().map(|r| back(r.start)..back(r.end));
+    }
+
+    fn between(&mut self, buf: &[u8]) {
+        let byte = buf[self.pos];
+        if is_whitespace(byte) {
+            self.pos += 1;
+            return;
+        }
+        self.start = self.pos;
+        self.depth = 0;
+        self.object = byte == b'{';
+        self.id = None;
+        self.id_from = None;
+        self.key_start = None;
+        self.key_is_id = false;
+        self.too_deep = false;
+        self.discarding = false;
+        self.state = match byte {
+            b'{' | b'[' => State::Structure,
+            b'"' => {
+                self.pos += 1;
+                State::String
+            }
+            _ => State::Token,
+        };
+    }
+
+    /// Inside an object or array, outside strings. Returns true when the value ended.
+    fn structure(&mut self, buf: &[u8]) -> bool {
+        while self.pos < buf.len() {
+            let byte = buf[self.pos];
+            self.pos += 1;
+            match byte {
+                b'"' => {
+                    if self.depth == 1 && self.expect_key {
+                        self.key_start = Some(self.pos - 1);
+                    }
+                    self.state = State::String;
+                    return false;
+                }
+                b'{' | b'[' => self.open(),
+                b'}' | b']' => {
+                    if self.depth == 1 {
+                        self.close_id();
+                    }
+                    self.depth -= 1;
+                    if self.depth == 0 {
+                        return true;
+                    }
+                }
+                b',' if self.depth == 1 && self.object => {
+                    self.close_id();
+                    self.expect_key = true;
+                }
+                b':' if self.depth == 1 && self.object => {
+                    if self.key_is_id && self.id.is_none() {
+                        self.id_from = Some(self.pos);
+                    }
+                    self.key_is_id = false;
+                }
+                _ => {}
+            }
+        }
+        false
+    }
+
+    fn open(&mut self) {
+        self.depth += 1;
+        if self.depth == 1 {
+            self.expect_key = self.object;
+        } else if self.depth > MAX_DEPTH {
+            self.too_deep = true;
+        }
+    }
+
+    fn close_id(&mut self) {
+        if let Some(from) = self.id_from.take() {
+            self.id = Some(from..self.pos - 1);
+        }
+    }
+
+    /// Inside a string. Returns true when a top-level string ended.
+    fn string(&mut self, buf: &[u8]) -> bool {
+        if self.escaped {
+            self.escaped = false;
+            self.pos += 1;
+            return false;
+        }
+        let Some(found) = memchr::memchr2(b'"', b'\\', &buf[self.pos..]) else {
+            self.pos = buf.len();
+            return false;
+        };
+        let at = self.pos + found;
+        if buf[at] == b'\\' {
+            self.pos = at + 1;
+            self.escaped = true;
+            return false;
+        }
+        self.pos = at + 1;
+        if self.depth == 0 {
+            return true;
+        }
+        if let Some(key_start) = self.key_start.take() {
+            self.key_is_id = &buf[key_start..self.pos] == b"\"id\"";
+            self.expect_key = false;
+        }
+        self.state = State::Structure;
+        false
+    }
+
+    /// Inside a bare top-level token. Returns true when it ended.
+    fn token(&mut self, buf: &[u8]) -> bool {
+        if self.pos == self.start && is_structural(buf[self.pos]) {
+            // A stray closer, comma or colon is a value of its own: one error, then resync.
+            self.pos += 1;
+            return true;
+        }
+        let rest = &buf[self.pos..];
+        match rest.iter().position(|&b| is_whitespace(b) || is_structural(b) || b == b'"') {
+            Some(len) => {
+                self.pos += len;
+                true
+            }
+            None => {
+                self.pos = buf.len();
+                false
+            }
+        }
+    }
+
+    fn finish(&mut self) -> Step {
+        self.state = State::Between;
+        self.expect_key = false;
+        if self.discarding {
+            self.discarding = false;
+            return Step::TooLarge;
+        }
+        if self.pos - self.start > self.max_len {
+            return Step::TooLarge;
+        }
+        Step::Frame(Frame {
+            range: self.start..self.pos,
+            id: self.id.take(),
+            too_deep: self.too_deep,
+        })
+    }
+}
+
+/// JSON's insignificant whitespace.
+fn is_whitespace(byte: u8) -> bool {
+    matches!(byte, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+fn is_structural(byte: u8) -> bool {
+    matches!(byte, b'{' | b'}' | b'[' | b']' | b',' | b':')
+}
+
+/// Appends `raw` (a valid JSON value's bytes) to `out` without its insignificant whitespace,
+/// so an id spread over several lines still echoes on one line.
+pub(crate) fn copy_compact(raw: &[u8], out: &mut Vec<u8>) {
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in raw {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if byte == b'\\' {
+                escaped = true;
+            } else if byte == b'"' {
+                in_string = false;
+            }
+        } else if byte == b'"' {
+            in_string = true;
+        } else if is_whitespace(byte) {
+            continue;
+        }
+        out.push(byte);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Frames everything in `input`, feeding it in chunks of `chunk` bytes.
+    fn frames(input: &[u8], chunk: usize) -> Vec<String> {
+        let mut framer = Framer::new(1 << 20);
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        for piece in input.chunks(chunk) {
+            buf.extend_from_slice(piece);
+            loop {
+                match framer.next(&buf) {
+                    Step::Frame(f) => {
+                        let mut text = String::from_utf8_lossy(&buf[f.range.clone()]).into_owned();
+                        if let Some(id) = f.id {
+                            text.push_str(" id=");
+                            text.push_str(&String::from_utf8_lossy(&buf[id]));
+                        }
+                        out.push(text);
+                    }
+                    Step::TooLarge => out.push("<too large>".into()),
+                    Step::Incomplete => break,
+                }
+            }
+            let keep = framer.keep_from();
+            buf.drain(..keep);
+            framer.shift(keep);
+        }
+        out
+    }
+
+    #[test]
+    fn splits_concatenated_and_separated_values_in_any_chunking() {
+        let input = br#"{"execute":"a","id":1}{"execute":"b"}
+ [1,{"x":"}"}] "s\"}" 123 true{"id" : {"k":[1, 2]} , "execute":"c"}"#;
+        let expected = vec![
+            r#"{"execute":"a","id":1} id=1"#.to_string(),
+            r#"{"execute":"b"}"#.into(),
+            r#"[1,{"x":"}"}]"#.into(),
+            r#""s\"}""#.into(),
+            "123".into(),
+            "true".into(),
+            r#"{"id" : {"k":[1, 2]} , "execute":"c"} id= {"k":[1, 2]} "#.into(),
+        ];
+        for chunk in [1, 2, 3, 7, 1000] {
+            assert_eq!(frames(input, chunk), expected, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn id_is_only_a_top_level_member_key() {
+        let got = frames(br#"{"arguments":{"id":5},"x":"id","id":"a,b}"}"#, 4);
+        assert_eq!(got, vec![r#"{"arguments":{"id":5},"x":"id","id":"a,b}"} id="a,b}""#]);
+        let got = frames(br#"["id",1]"#, 3);
+        assert_eq!(got, vec![r#"["id",1]"#]);
+    }
+
+    #[test]
+    fn garbage_resynchronises_one_error_per_token() {
+        let got = frames(b"abc }{\"a\":1}\x01 ]", 2);
+        assert_eq!(got, vec!["abc", "}", r#"{"a":1}"#, "\x01", "]"]);
+    }
+
+    #[test]
+    fn flags_nesting_beyond_the_limit() {
+        let ok = format!("{}{}", "[".repeat(1024), "]".repeat(1024));
+        let deep = format!("{}{}", "[".repeat(1025), "]".repeat(1025));
+        let mut framer = Framer::new(1 << 20);
+        let Step::Frame(f) = framer.next(ok.as_bytes()) else { panic!() };
+        assert!(!f.too_deep);
+        let mut framer = Framer::new(1 << 20);
+        let Step::Frame(f) = framer.next(deep.as_bytes()) else { panic!() };
+        assert!(f.too_deep);
+    }
+
+    #[test]
+    fn oversized_value_is_dropped_while_scanning_then_reported_once() {
+        let mut framer = Framer::new(16);
+        let mut buf = br#"{"a":"0123456789ABC"#.to_vec();
+        assert_eq!(framer.next(&buf), Step::Incomplete);
+        let keep = framer.keep_from();
+        assert_eq!(keep, buf.len(), "the oversized prefix can be dropped");
+        buf.drain(..keep);
+        framer.shift(keep);
+        buf.extend_from_slice(br#"0123456789"}{"b":1}"#);
+        assert_eq!(framer.next(&buf), Step::TooLarge);
+        let Step::Frame(f) = framer.next(&buf) else { panic!() };
+        assert_eq!(&buf[f.range], br#"{"b":1}"#);
+    }
+
+    #[test]
+    fn compact_copy_strips_whitespace_outside_strings_only() {
+        let mut out = Vec::new();
+        copy_compact(b" {\"a b\" :\r\n [1, \"\\\" x\"] } ", &mut out);
+        assert_eq!(out, b"{\"a b\":[1,\"\\\" x\"]}");
+    }
+}

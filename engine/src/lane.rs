@@ -1,0 +1,267 @@
+//! A connection's in-band lane: the ordered list of in-band requests that still owe a reply.
+//! Owned by the connection, on its parser thread.
+//!
+//! Replies leave in request order. Jobs go to the executor in order, and the executor answers
+//! in order, so its outcomes always match the oldest submitted entry. Errors found on the
+//! parser thread (bad input, unknown command, bad arguments) wait in the lane as ready bytes
+//! until every earlier entry has been answered. Beyond the in-flight limit, or when the job
+//! queue is full, jobs are parked here; reading and OOB requests go on meanwhile.
+
+use std::collections::VecDeque;
+
+use crossbeam_channel::{Sender, TrySendError};
+
+use crate::job::Job;
+
+/// An echoed request id: the compact raw bytes, inline when short (the common case: small
+/// numbers and strings), so most in-band requests keep their id without allocating.
+#[derive(Debug, Clone)]
+pub(crate) enum IdBuf {
+    Inline { len: u8, bytes: [u8; IdBuf::INLINE] },
+    Heap(Box<[u8]>),
+}
+
+impl IdBuf {
+    /// Ids up to this size are stored inline; chosen so `IdBuf` stays at 32 bytes.
+    const INLINE: usize = 30;
+
+    pub(crate) fn new(raw: &[u8]) -> IdBuf {
+        if raw.len() <= Self::INLINE {
+            let mut bytes = [0; Self::INLINE];
+            bytes[..raw.len()].copy_from_slice(raw);
+            IdBuf::Inline { len: raw.len() as u8, bytes }
+        } else {
+            IdBuf::Heap(raw.into())
+        }
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        match self {
+            IdBuf::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            IdBuf::Heap(bytes) => bytes,
+        }
+    }
+}
+
+/// One in-band request that owes a reply.
+enum Entry<S, V> {
+    /// With the executor; its outcome comes back through the inbox.
+    Submitted(IdBuf),
+    /// Waiting for the in-flight limit or queue space.
+    Parked { id: IdBuf, job: Job<S, V>, bytes: usize },
+    /// Answered on the parser thread; the encoded reply waits for its turn.
+    Ready(Vec<u8>),
+}
+
+/// Result of handing a job to the lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    Submitted,
+    Parked,
+    /// The queue was full: the job is parked and the executor should wake us when it drains.
+    ParkedFull,
+}
+
+/// The in-band lane of one connection.
+pub(crate) struct Lane<S, V> {
+    entries: VecDeque<Entry<S, V>>,
+    /// Leading entries that are submitted or ready; `entries[unparked]`, if any, is parked.
+    /// Everything after the first parked entry stays behind it, to keep the order.
+    unparked: usize,
+    /// Submitted entries.
+    inflight: usize,
+    /// Request bytes held by parked entries (counted against the connection's budget).
+    parked_bytes: usize,
+}
+
+impl<S, V> Default for Lane<S, V> {
+    fn default() -> Self {
+        Lane { entries: VecDeque::new(), unparked: 0, inflight: 0, parked_bytes: 0 }
+    }
+}
+
+impl<S, V> std::fmt::Debug for Lane<S, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lane")
+            .field("entries", &self.entries.len())
+            .field("inflight", &self.inflight)
+            .field("parked_bytes", &self.parked_bytes)
+            .finish()
+    }
+}
+
+impl<S, V> Lane<S, V> {
+    /// Nothing owes a reply: a reply produced now may be written at once.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub(crate) fn has_parked(&self) -> bool {
+        self.unparked < self.entries.len()
+    }
+
+    pub(crate) fn parked_bytes(&self) -> usize {
+        self.parked_bytes
+    }
+
+    /// Queues an already encoded reply behind the entries that owe one.
+    pub(crate) fn push_ready(&mut self, reply: Vec<u8>) {
+        if !self.has_parked() {
+            self.unparked += 1;
+        }
+        self.entries.push_back(Entry::Ready(reply));
+    }
+
+    /// Hands a job to the executor, or parks it.
+    pub(crate) fn push_job(
+        &mut self,
+        id: IdBuf,
+        job: Job<S, V>,
+        bytes: usize,
+        limit: usize,
+        jobs: &Sender<Job<S, V>>,
+    ) -> Pushed {
+        if self.has_parked() || self.inflight >= limit {
+            self.park(id, job, bytes);
+            return Pushed::Parked;
+        }
+        match jobs.try_send(job) {
+            Ok(()) => {
+                self.entries.push_back(Entry::Submitted(id));
+                self.unparked += 1;
+                self.inflight += 1;
+                Pushed::Submitted
+            }
+            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
+                self.park(id, job, bytes);
+                Pushed::ParkedFull
+            }
+        }
+    }
+
+    fn park(&mut self, id: IdBuf, job: Job<S, V>, bytes: usize) {
+        self.parked_bytes += bytes;
+        self.entries.push_back(Entry::Parked { id, job, bytes });
+    }
+
+    /// Submits parked jobs while the in-flight limit and the queue allow. Returns false if
+    /// the queue was full.
+    pub(crate) fn submit_parked(&mut self, limit: usize, jobs: &Sender<Job<S, V>>) -> bool {
+        while self.unparked < self.entries.len() {
+            let slot = &mut self.entries[self.unparked];
+            if let Entry::Ready(_) = slot {
+                self.unparked += 1; // ready replies need no executor slot
+                continue;
+            }
+            if self.inflight >= limit {
+                return true;
+            }
+            let Entry::Parked { id, job, bytes } =
+                std::mem::replace(slot, Entry::Submitted(IdBuf::new(b"")))
+            else {
+                unreachable!("entries from `unparked` on are parked or ready");
+            };
+            match jobs.try_send(job) {
+                Ok(()) => {
+                    *slot = Entry::Submitted(id);
+                    self.unparked += 1;
+                    self.inflight += 1;
+                    self.parked_bytes -= bytes;
+                }
+                Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
+                    *slot = Entry::Parked { id, job, bytes };
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// The executor answered the oldest submitted request: `encode` writes its reply (given
+    /// the request's id), then every ready reply now at the front follows.
+    pub(crate) fn complete(&mut self, out: &mut Vec<u8>, encode: impl FnOnce(&mut Vec<u8>, &[u8])) {
+        let Some(Entry::Submitted(id)) = self.entries.pop_front() else {
+            unreachable!("an executor outcome always matches the oldest submitted entry");
+        };
+        self.unparked -= 1;
+        self.inflight -= 1;
+        encode(out, id.as_bytes());
+        while let Some(Entry::Ready(_)) = self.entries.front() {
+            let Some(Entry::Ready(bytes)) = self.entries.pop_front() else { unreachable!() };
+            self.unparked -= 1;
+            out.extend_from_slice(&bytes);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{ConnId, Work};
+    use crate::qmp;
+    use crate::registry::{CommandError, Outcome, Reply};
+
+    type TestLane = Lane<(), ()>;
+
+    fn job() -> Job<(), ()> {
+        Job {
+            thread: 0,
+            conn: ConnId { key: 0, serial: 0 },
+            enqueued: std::time::Instant::now(),
+            work: Work::ParserDone,
+        }
+    }
+
+    fn fail(lane: &mut TestLane, out: &mut Vec<u8>) {
+        let outcome: Outcome = Err::<Reply, _>(CommandError::generic("x"));
+        lane.complete(out, |out, id| qmp::reply(out, &outcome, id));
+    }
+
+    #[test]
+    fn replies_leave_in_order_with_local_errors_and_parking() {
+        let (tx, rx) = crossbeam_channel::bounded(2);
+        let mut lane = TestLane::default();
+        let mut out = Vec::new();
+        assert_eq!(lane.push_job(IdBuf::new(b"1"), job(), 10, 2, &tx), Pushed::Submitted);
+        lane.push_ready(b"E2\n".to_vec());
+        assert_eq!(lane.push_job(IdBuf::new(b"3"), job(), 10, 2, &tx), Pushed::Submitted);
+        assert_eq!(lane.push_job(IdBuf::new(b"4"), job(), 10, 2, &tx), Pushed::Parked);
+        lane.push_ready(b"E5\n".to_vec());
+        assert_eq!(lane.parked_bytes(), 10);
+
+        rx.recv().unwrap();
+        fail(&mut lane, &mut out);
+        assert!(lane.submit_parked(2, &tx), "one slot freed, queue has room");
+        assert_eq!(lane.parked_bytes(), 0);
+        rx.recv().unwrap();
+        fail(&mut lane, &mut out);
+        rx.recv().unwrap();
+        fail(&mut lane, &mut out);
+        assert!(lane.is_idle());
+        let text = String::from_utf8(out).unwrap();
+        let ids: Vec<&str> = text
+            .lines()
+            .map(|l| if l.starts_with('E') { l } else { &l[l.len() - 2..l.len() - 1] })
+            .collect();
+        assert_eq!(ids, vec!["1", "E2", "3", "4", "E5"]);
+    }
+
+    #[test]
+    fn a_full_queue_parks_and_resubmits_later() {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let mut lane = TestLane::default();
+        assert_eq!(lane.push_job(IdBuf::new(b"1"), job(), 5, 8, &tx), Pushed::Submitted);
+        assert_eq!(lane.push_job(IdBuf::new(b"2"), job(), 5, 8, &tx), Pushed::ParkedFull);
+        assert!(!lane.submit_parked(8, &tx));
+        rx.recv().unwrap();
+        assert!(lane.submit_parked(8, &tx));
+        assert!(!lane.has_parked());
+    }
+
+    #[test]
+    fn long_ids_spill_to_the_heap_intact() {
+        let long = [b'7'; 100];
+        assert_eq!(IdBuf::new(&long).as_bytes(), &long[..]);
+        assert_eq!(IdBuf::new(b"\"x\"").as_bytes(), b"\"x\"");
+    }
+}

@@ -1,0 +1,68 @@
+//! A thread-per-core command dispatcher for JSON control planes (QEMU's QMP, OVS-style
+//! JSON-RPC) with an out-of-band lane: urgent commands are answered by the thread that read
+//! them, in microseconds, even while the ordered command queue is saturated or stuck.
+//!
+//! ```text
+//!  clients ──► parser thread 0..N-1 (one per core, pinned, own mio loop, own listeners)
+//!                read ► frame ► peek (simd-json tape, in place)
+//!                  ├─ exec-oob ► run handler here ► encode ► connection write buffer
+//!                  └─ in-band  ► decode args here ► Job ──► crossbeam queue ──┐
+//!                                                                             ▼
+//!                                          executor thread (one): runs jobs one at a
+//!                                          time, in one total order, owns the state;
+//!                                          never touches JSON or sockets
+//!                reply inbox ◄── per-thread queue + wake (only if asleep) ◄──┘
+//!                encode ► write buffer ► one write per connection per loop turn
+//! ```
+//!
+//! Embedding: build a [`Registry`] of commands (in-band handlers get `&mut S` on the
+//! executor, allow-oob handlers a shared `&V` on the parser thread), then
+//! [`Server::start`] with a [`Config`]. [`demo::registry`] is the demo command set.
+//!
+//! # Layout
+//! - [`address`](Address): `tcp:HOST:PORT` / `unix:PATH` addresses.
+//! - `config`: [`Config`] and [`Limits`], plain data.
+//! - `server`: [`Server::start`], [`ServerHandle`], thread start-up and shutdown.
+//! - `listener`: per-thread listening sockets (`SO_REUSEPORT`).
+//! - `parser`: the parser thread's event loop.
+//! - `conn`: a connection's socket, read buffer and write buffer.
+//! - `framer`: splits the byte stream into JSON values.
+//! - `peek`: simd-json tape parsing in place, member lookup, argument decoding.
+//! - `dispatch`: per-message decisions: OOB now, in-band job, or error in order.
+//! - `qmp`: the QMP dialect: classification and encoding.
+//! - `lane`: a connection's ordered in-band replies, in-flight limit and parking.
+//! - `job`: jobs, inbox messages, and the sleep/wake protocol.
+//! - `executor`: the ordered executor thread.
+//! - `registry`: the public command API.
+//! - `stats`: counters and latency histograms for `query-stats`.
+//! - [`demo`]: the demo command set.
+
+mod address;
+mod config;
+mod conn;
+pub mod demo;
+mod dispatch;
+mod error;
+mod executor;
+mod framer;
+mod job;
+mod lane;
+mod listener;
+mod parser;
+mod peek;
+mod qmp;
+mod registry;
+mod server;
+mod stats;
+
+pub use address::Address;
+pub use config::{Config, Limits};
+pub use error::Error;
+pub use registry::{
+    CommandError, CommandInfo, Ctx, Empty, ErrorClass, Exec, Lane, NoArgs, Registry, VersionInfo,
+    VersionTriple,
+};
+pub use server::{Server, ServerHandle, ShutdownTrigger};
+pub use stats::{
+    Connections, ExecutorSnapshot, Percentiles, Queue, Requests, Stats, StatsSnapshot,
+};

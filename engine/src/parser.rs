@@ -1,0 +1,366 @@
+//! A parser thread: one per core, pinned, with its own mio event loop, listeners and
+//! connections. It reads, frames, peeks, runs OOB commands, hands in-band jobs to the
+//! executor, encodes replies from its inbox, and writes each connection once per loop turn.
+//!
+//! The loop reads like a dispatch table: poll, note readiness, drain the inbox, service the
+//! connections that have work. It never blocks except in `poll`, and only after telling the
+//! executor it is about to sleep. Logging on the request path is at `trace` at most.
+
+use std::io::{self, ErrorKind};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use mio::{Events, Poll, Token};
+use slab::Slab;
+
+use crate::conn::{Conn, Stream};
+use crate::dispatch::Worker;
+use crate::framer::Step;
+use crate::job::{ConnId, Inbox, Job, Mailbox, Work};
+use crate::listener::Listener;
+use crate::qmp::{self, Mode};
+use crate::registry::Event;
+use crate::stats::bump;
+
+/// Token of the executor's waker.
+pub(crate) const WAKER: Token = Token(usize::MAX);
+/// Listener `i` has token `LISTENER_BASE - i`; connections use their slab key.
+const LISTENER_BASE: usize = usize::MAX - 1;
+/// Reads per connection per loop turn: enough to empty a socket under normal load, few
+/// enough that one flooding client cannot starve the others on this thread.
+const READS_PER_TURN: usize = 4;
+/// Readiness events taken per `poll`.
+const EVENTS: usize = 1024;
+
+/// One parser thread's loop state.
+pub(crate) struct ParserThread<S, V> {
+    pub(crate) poll: Poll,
+    pub(crate) listeners: Vec<Listener>,
+    pub(crate) conns: Slab<Conn<S, V>>,
+    pub(crate) inbox: Receiver<Inbox>,
+    pub(crate) mailboxes: Arc<[Mailbox]>,
+    pub(crate) worker: Worker<S, V>,
+    /// Never reused: tells replies for a closed connection from its slot's next tenant.
+    next_serial: u32,
+    /// Connections to service this turn (each listed once, see `Conn::queued`).
+    active: Vec<usize>,
+    /// The list being serviced (swapped with `active` each turn, to keep both allocations).
+    servicing: Vec<usize>,
+    /// Connections with jobs parked because the queue was full.
+    waiting_space: Vec<usize>,
+    /// Set once shutdown began: stop reading, answer what was read, exit by this time.
+    drain_until: Option<Instant>,
+    /// The current event's encoding, reused.
+    scratch: Vec<u8>,
+}
+
+impl<S, V> ParserThread<S, V> {
+    pub(crate) fn new(
+        poll: Poll,
+        listeners: Vec<Listener>,
+        inbox: Receiver<Inbox>,
+        mailboxes: Arc<[Mailbox]>,
+        worker: Worker<S, V>,
+    ) -> io::Result<Self> {
+        let mut thread = ParserThread {
+            poll,
+            listeners,
+            conns: Slab::new(),
+            inbox,
+            mailboxes,
+            worker,
+            next_serial: 0,
+            active: Vec::new(),
+            servicing: Vec::new(),
+            waiting_space: Vec::new(),
+            drain_until: None,
+            scratch: Vec::new(),
+        };
+        for (i, listener) in thread.listeners.iter_mut().enumerate() {
+            listener.register(thread.poll.registry(), Token(LISTENER_BASE - i))?;
+        }
+        Ok(thread)
+    }
+
+    fn mailbox(&self) -> &Mailbox {
+        &self.mailboxes[self.worker.thread]
+    }
+
+    /// Runs until shutdown has drained this thread's connections.
+    pub(crate) fn run(mut self) {
+        let mut events = Events::with_capacity(EVENTS);
+        while !self.is_drained() {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, timeout)
+                && e.kind() != ErrorKind::Interrupted
+            {
+                tracing::error!(error = %e, "poll failed; parser thread stops");
+                break;
+            }
+            self.mailbox().awake();
+            for event in events.iter() {
+                self.on_event(event);
+            }
+            self.drain_inbox();
+            self.retry_waiting_space();
+            self.service_active();
+        }
+        self.finish();
+    }
+
+    /// Zero when work is pending; otherwise sleep (after telling the executor, which then
+    /// wakes us for replies), until the drain deadline when draining.
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.active.is_empty() || !self.mailbox().try_sleep(&self.inbox) {
+            return Some(Duration::ZERO);
+        }
+        self.drain_until.map(|until| until.saturating_duration_since(Instant::now()))
+    }
+
+    fn on_event(&mut self, event: &mio::event::Event) {
+        match event.token() {
+            WAKER => {}
+            Token(t) if t > LISTENER_BASE - self.listeners.len() => self.accept(LISTENER_BASE - t),
+            Token(key) => {
+                let Some(conn) = self.conns.get_mut(key) else { return };
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    conn.readable = true;
+                }
+                if event.is_writable() || event.is_write_closed() || event.is_error() {
+                    conn.writable = true;
+                }
+                self.activate(key);
+            }
+        }
+    }
+
+    fn activate(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key)
+            && !conn.queued
+        {
+            conn.queued = true;
+            self.active.push(key);
+        }
+    }
+
+    fn accept(&mut self, index: usize) {
+        if self.drain_until.is_some() {
+            return;
+        }
+        loop {
+            match self.listeners[index].accept() {
+                Ok(stream) => self.add_conn(stream),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE and friends: keep serving the connections we have.
+                    tracing::warn!(error = %e, "accept failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn add_conn(&mut self, mut stream: Stream) {
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = stream.register(self.poll.registry(), Token(key)) {
+            tracing::warn!(error = %e, "cannot register a connection");
+            return;
+        }
+        let id = ConnId { key: key as u32, serial: self.next_serial };
+        self.next_serial = self.next_serial.wrapping_add(1);
+        let mut conn = Conn::new(id, stream, self.worker.limits.max_message_bytes);
+        qmp::greeting(&mut conn.session.output.buf, &self.worker.info.version);
+        entry.insert(conn);
+        bump(&self.worker.stats.threads[self.worker.thread].accepted);
+        tracing::debug!(thread = self.worker.thread, key, "connection accepted");
+        self.activate(key);
+    }
+
+    fn drain_inbox(&mut self) {
+        while let Ok(message) = self.inbox.try_recv() {
+            match message {
+                Inbox::Reply { conn, outcome } => {
+                    let Some(c) = self.conns.get_mut(conn.key as usize) else { continue };
+                    let session = &mut c.session;
+                    if session.id != conn {
+                        continue; // its connection closed; the slot has a new tenant
+                    }
+                    session.lane.complete(&mut session.output.buf, |out, id| {
+                        qmp::reply(out, &outcome, id);
+                    });
+                    self.activate(conn.key as usize);
+                }
+                Inbox::Event(event) => self.broadcast(&event),
+                Inbox::Shutdown => self.begin_drain(),
+            }
+        }
+    }
+
+    /// Encodes an event once and appends it to every negotiated session.
+    fn broadcast(&mut self, event: &Event) {
+        self.scratch.clear();
+        qmp::event(&mut self.scratch, event);
+        let mut keys = Vec::new();
+        for (key, conn) in self.conns.iter_mut() {
+            if matches!(conn.session.mode, Mode::Commands { .. }) && !conn.broken {
+                conn.session.output.buf.extend_from_slice(&self.scratch);
+                keys.push(key);
+            }
+        }
+        for key in keys {
+            self.activate(key);
+        }
+    }
+
+    fn begin_drain(&mut self) {
+        self.drain_until = Some(Instant::now() + self.worker.limits.drain_timeout);
+        for listener in &mut self.listeners {
+            let _ = listener.deregister(self.poll.registry());
+        }
+        self.listeners.clear();
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.activate(key);
+        }
+    }
+
+    fn retry_waiting_space(&mut self) {
+        for key in std::mem::take(&mut self.waiting_space) {
+            self.activate(key);
+        }
+    }
+
+    fn service_active(&mut self) {
+        std::mem::swap(&mut self.active, &mut self.servicing);
+        for i in 0..self.servicing.len() {
+            let key = self.servicing[i];
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.queued = false;
+            }
+            self.service(key);
+        }
+        self.servicing.clear();
+    }
+
+    /// One turn of a connection: submit parked jobs, read and handle what arrived, write.
+    fn service(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let limit = self.worker.limits.max_inflight_per_conn;
+        let lane = &mut conn.session.lane;
+        if lane.has_parked() && !lane.submit_parked(limit, &self.worker.jobs) {
+            self.worker.queue_full = true;
+        }
+        if self.drain_until.is_none() {
+            self.read(key);
+        }
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if conn.writable && !conn.broken {
+            match conn.session.output.flush(&mut conn.stream) {
+                Ok(all) => conn.writable = all,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => conn.writable = false,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => conn.broken = true,
+            }
+        }
+        if self.worker.queue_full {
+            self.worker.queue_full = false;
+            self.waiting_space.push(key);
+            self.mailbox().want_space();
+        }
+        let conn = &self.conns[key];
+        let more_to_read = conn.readable && !conn.read_closed && !self.is_paused(key);
+        if conn.is_finished() || (self.drain_until.is_some() && self.is_answered(key)) {
+            self.close(key);
+        } else if more_to_read && self.drain_until.is_none() {
+            self.activate(key); // fairness cap hit: continue next turn
+        }
+    }
+
+    fn is_paused(&self, key: usize) -> bool {
+        self.conns[key].held_bytes() > self.worker.limits.conn_budget_bytes
+    }
+
+    fn is_answered(&self, key: usize) -> bool {
+        self.conns[key].session.is_answered()
+    }
+
+    /// Reads while the socket has data, the budget allows and the fairness cap is not hit,
+    /// handling every complete message after each read.
+    fn read(&mut self, key: usize) {
+        for _ in 0..READS_PER_TURN {
+            let conn = &mut self.conns[key];
+            if !conn.readable || conn.read_closed || conn.broken || self.is_paused(key) {
+                return;
+            }
+            let conn = &mut self.conns[key];
+            match conn.input.read_from(&mut conn.stream) {
+                Ok((0, _)) => {
+                    conn.read_closed = true;
+                    conn.readable = false;
+                }
+                Ok((_, filled)) => {
+                    // A short read emptied the socket: new data will raise a new edge, so
+                    // skip the read that would only say `WouldBlock`.
+                    conn.readable = filled;
+                    self.handle_frames(key);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => conn.readable = false,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => conn.broken = true,
+            }
+        }
+    }
+
+    fn handle_frames(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        loop {
+            match conn.input.next_frame() {
+                Step::Frame(frame) => {
+                    self.worker.on_frame(&mut conn.input, &mut conn.session, frame);
+                }
+                Step::TooLarge => {
+                    let limit = self.worker.limits.max_message_bytes;
+                    let desc = format!("JSON parse error, message exceeds {limit} bytes");
+                    self.worker.bad_input(&mut conn.session, &desc);
+                }
+                Step::Incomplete => return,
+            }
+        }
+    }
+
+    fn close(&mut self, key: usize) {
+        let mut conn = self.conns.remove(key);
+        let _ = conn.stream.deregister(self.poll.registry());
+        bump(&self.worker.stats.threads[self.worker.thread].closed);
+        tracing::debug!(thread = self.worker.thread, key, "connection closed");
+    }
+
+    fn is_drained(&self) -> bool {
+        match self.drain_until {
+            None => false,
+            Some(until) => self.conns.is_empty() || Instant::now() >= until,
+        }
+    }
+
+    /// Closes what is left and tells the executor this thread is done.
+    fn finish(mut self) {
+        let left: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        if !left.is_empty() {
+            tracing::warn!(connections = left.len(), "drain timed out; closing");
+        }
+        for key in left {
+            self.close(key);
+        }
+        let done = Job {
+            thread: self.worker.thread,
+            conn: ConnId { key: 0, serial: 0 },
+            enqueued: Instant::now(),
+            work: Work::ParserDone,
+        };
+        // Blocks at most until the executor takes a batch; it is draining too.
+        let _ = self.worker.jobs.send(done);
+    }
+}

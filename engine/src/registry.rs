@@ -1,0 +1,365 @@
+//! The public command API: an embedding user registers commands on a [`Registry`], each with
+//! a lane, a typed argument decoder (serde) and a handler, then hands it to `Server::start`.
+//!
+//! In-band handlers run on the executor with `&mut S` (the state it owns, one at a time, in
+//! one total order); allow-oob handlers run on whichever parser thread read the request, with
+//! a shared view `&V`. Argument decoding and reply encoding both happen on parser threads:
+//! the closures stored here erase the types so the executor only ever calls a boxed function
+//! and hands back a boxed value.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use simd_json::Node;
+
+use crate::peek::Peeker;
+use crate::stats::{Stats, StatsSnapshot};
+
+/// Where a command may run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    /// On the executor, in order with every other in-band command.
+    InBand,
+    /// On the parser thread when sent with `exec-oob` (in-band when sent with `execute`).
+    AllowOob,
+}
+
+/// QMP error classes (JSON-RPC maps them onto its own codes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorClass {
+    /// Any failure that is not one of the specific classes.
+    GenericError,
+    /// The command does not exist (or not in this session state).
+    CommandNotFound,
+}
+
+impl ErrorClass {
+    /// The class as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::GenericError => "GenericError",
+            ErrorClass::CommandNotFound => "CommandNotFound",
+        }
+    }
+}
+
+/// A command's failure, sent to the client as an error reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandError {
+    /// The error class.
+    pub class: ErrorClass,
+    /// Human-readable description.
+    pub desc: String,
+}
+
+impl CommandError {
+    /// A `GenericError` with this description.
+    pub fn generic(desc: impl Into<String>) -> Self {
+        CommandError { class: ErrorClass::GenericError, desc: desc.into() }
+    }
+
+    /// A `CommandNotFound` with this description.
+    pub fn not_found(desc: impl Into<String>) -> Self {
+        CommandError { class: ErrorClass::CommandNotFound, desc: desc.into() }
+    }
+}
+
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.class.as_str(), self.desc)
+    }
+}
+
+/// Arguments of a command that takes none: accepts a missing or empty `arguments` object
+/// and rejects any member.
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoArgs {}
+
+/// The empty object `{}`, for commands with nothing to return.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Empty {}
+
+/// One entry of `query-commands`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CommandInfo {
+    /// Command name.
+    pub name: String,
+    /// Whether it may be sent with `exec-oob`.
+    #[serde(rename = "allow-oob")]
+    pub allow_oob: bool,
+}
+
+/// The greeting's `version` object (kept in QEMU's shape because clients parse it).
+#[derive(Clone, Debug, Serialize)]
+pub struct VersionInfo {
+    /// `{"micro": .., "minor": .., "major": ..}`.
+    pub qemu: VersionTriple,
+    /// Free text naming the implementation.
+    pub package: String,
+}
+
+/// A `major.minor.micro` version.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct VersionTriple {
+    /// Micro.
+    pub micro: u32,
+    /// Minor.
+    pub minor: u32,
+    /// Major.
+    pub major: u32,
+}
+
+/// What every handler may look at: the shared view, server statistics, the command list.
+#[derive(Debug)]
+pub struct Ctx<'a, V> {
+    pub(crate) shared: &'a V,
+    pub(crate) stats: &'a Stats,
+    pub(crate) info: &'a ServerInfo,
+}
+
+impl<V> Ctx<'_, V> {
+    /// The read-mostly state shared between the executor and OOB handlers.
+    pub fn shared(&self) -> &V {
+        self.shared
+    }
+
+    /// A snapshot of the server's counters, queue depths and latency percentiles.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// Every command the server answers, `qmp_capabilities` included.
+    pub fn commands(&self) -> &[CommandInfo] {
+        &self.info.commands
+    }
+
+    /// The server's version, as in the greeting.
+    pub fn version(&self) -> &VersionInfo {
+        &self.info.version
+    }
+}
+
+/// Facts about the running server that handlers may report.
+#[derive(Debug)]
+pub(crate) struct ServerInfo {
+    pub(crate) commands: Vec<CommandInfo>,
+    pub(crate) version: VersionInfo,
+}
+
+/// What an in-band handler gets: the executor's state, plus the means to emit events and to
+/// ask for shutdown (both take effect after the handler returns, events before its reply).
+#[derive(Debug)]
+pub struct Exec<'a, S, V> {
+    pub(crate) state: &'a mut S,
+    pub(crate) ctx: Ctx<'a, V>,
+    pub(crate) effects: &'a mut Effects,
+}
+
+impl<S, V> Exec<'_, S, V> {
+    /// The state the executor owns.
+    pub fn state(&mut self) -> &mut S {
+        self.state
+    }
+
+    /// Shared view, statistics and server facts.
+    pub fn ctx(&self) -> &Ctx<'_, V> {
+        &self.ctx
+    }
+
+    /// Sends an event to every negotiated session (before this command's reply).
+    pub fn emit_event(&mut self, name: impl Into<String>, data: Option<serde_json::Value>) {
+        self.effects.events.push(Event::now(name.into(), data));
+    }
+
+    /// Starts graceful shutdown once this command has been answered; `reason` goes into the
+    /// `SHUTDOWN` event (QEMU uses `host-qmp-quit` for `quit`).
+    pub fn request_shutdown(&mut self, reason: &'static str) {
+        self.effects.shutdown = Some(reason);
+    }
+}
+
+/// Side effects an in-band handler asked for.
+#[derive(Debug, Default)]
+pub(crate) struct Effects {
+    pub(crate) events: Vec<Event>,
+    pub(crate) shutdown: Option<&'static str>,
+}
+
+/// An event to broadcast; encoded by each parser thread, never by the executor.
+#[derive(Debug)]
+pub(crate) struct Event {
+    pub(crate) name: String,
+    pub(crate) data: Option<serde_json::Value>,
+    pub(crate) at: std::time::SystemTime,
+}
+
+impl Event {
+    pub(crate) fn now(name: String, data: Option<serde_json::Value>) -> Event {
+        Event { name, data, at: std::time::SystemTime::now() }
+    }
+}
+
+/// A handler's successful result, still typed; encoded on the parser thread.
+pub(crate) struct Reply(Box<dyn EncodeJson + Send>);
+
+impl Reply {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        self.0.encode(out)
+    }
+}
+
+impl fmt::Debug for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Reply(..)")
+    }
+}
+
+/// Object-safe `Serialize`, so replies of any type cross the channel in one box.
+trait EncodeJson {
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error>;
+}
+
+impl<T: Serialize> EncodeJson for T {
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        serde_json::to_writer(out, self)
+    }
+}
+
+/// The result of running a command.
+pub(crate) type Outcome = Result<Reply, CommandError>;
+
+/// A decoded in-band call, ready for the executor.
+pub(crate) type Call<S, V> = Box<dyn FnOnce(&mut Exec<'_, S, V>) -> Outcome + Send>;
+
+/// Decodes arguments on the parser thread into a call for the executor.
+type Prepare<S, V> =
+    Box<dyn Fn(&mut Peeker, Option<&[Node<'_>]>) -> Result<Call<S, V>, CommandError> + Send + Sync>;
+
+/// Decodes, runs and encodes an allow-oob command on the parser thread, writing the result
+/// value to the output buffer.
+type RunOob<V> = Box<
+    dyn Fn(&Ctx<'_, V>, &mut Peeker, Option<&[Node<'_>]>, &mut Vec<u8>) -> Result<(), CommandError>
+        + Send
+        + Sync,
+>;
+
+/// Runs when shutdown starts, on the thread that starts it.
+pub(crate) type ShutdownHook<V> = Box<dyn Fn(&V) + Send + Sync>;
+
+/// A registered command, types erased.
+pub(crate) struct Command<S, V> {
+    pub(crate) lane: Lane,
+    /// Builds the in-band call (also used for allow-oob commands sent with `execute`).
+    pub(crate) prepare: Prepare<S, V>,
+    /// Runs the command right here (allow-oob commands only).
+    pub(crate) run_oob: Option<RunOob<V>>,
+}
+
+/// The commands a server answers, with the state its executor will own and the view its
+/// OOB handlers share.
+pub struct Registry<S, V> {
+    pub(crate) state: S,
+    pub(crate) shared: Arc<V>,
+    pub(crate) commands: HashMap<String, Command<S, V>>,
+    pub(crate) on_shutdown: Option<ShutdownHook<V>>,
+}
+
+impl<S, V> fmt::Debug for Registry<S, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<&String> = self.commands.keys().collect();
+        names.sort();
+        f.debug_struct("Registry").field("commands", &names).finish_non_exhaustive()
+    }
+}
+
+impl<S: Send + 'static, V: Send + Sync + 'static> Registry<S, V> {
+    /// A registry with no commands yet.
+    pub fn new(state: S, shared: Arc<V>) -> Self {
+        Registry { state, shared, commands: HashMap::new(), on_shutdown: None }
+    }
+
+    /// Registers an in-band command: `handler` runs on the executor, in total order.
+    ///
+    /// # Panics
+    /// If a command of that name is already registered.
+    pub fn inband<A, R, F>(&mut self, name: &str, handler: F) -> &mut Self
+    where
+        A: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        F: Fn(&mut Exec<'_, S, V>, A) -> Result<R, CommandError> + Send + Sync + 'static,
+    {
+        let handler = Arc::new(handler);
+        let prepare: Prepare<S, V> = Box::new(move |peeker, args| {
+            let args: A = peeker.decode(args).map_err(CommandError::generic)?;
+            let handler = Arc::clone(&handler);
+            Ok(Box::new(move |exec: &mut Exec<'_, S, V>| {
+                handler(exec, args).map(|r| Reply(Box::new(r)))
+            }))
+        });
+        self.add(name, Command { lane: Lane::InBand, prepare, run_oob: None })
+    }
+
+    /// Registers an allow-oob command: with `exec-oob`, `handler` runs on the parser thread
+    /// that read it, at once; with `execute`, on the executor in order. It sees only the
+    /// shared view, so it must never block.
+    ///
+    /// # Panics
+    /// If a command of that name is already registered.
+    pub fn allow_oob<A, R, F>(&mut self, name: &str, handler: F) -> &mut Self
+    where
+        A: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        F: Fn(&Ctx<'_, V>, A) -> Result<R, CommandError> + Send + Sync + 'static,
+    {
+        let handler = Arc::new(handler);
+        let inband = Arc::clone(&handler);
+        let prepare: Prepare<S, V> = Box::new(move |peeker, args| {
+            let args: A = peeker.decode(args).map_err(CommandError::generic)?;
+            let handler = Arc::clone(&inband);
+            Ok(Box::new(move |exec: &mut Exec<'_, S, V>| {
+                handler(&exec.ctx, args).map(|r| Reply(Box::new(r)))
+            }))
+        });
+        let run_oob: RunOob<V> = Box::new(move |ctx, peeker, args, out| {
+            let args: A = peeker.decode(args).map_err(CommandError::generic)?;
+            let result = handler(ctx, args)?;
+            serde_json::to_writer(out, &result)
+                .map_err(|e| CommandError::generic(format!("cannot encode the result: {e}")))
+        });
+        self.add(name, Command { lane: Lane::AllowOob, prepare, run_oob: Some(run_oob) })
+    }
+
+    /// Called (from the thread that starts shutdown) before the server drains, e.g. to release
+    /// a handler that blocks the executor so that draining can finish.
+    pub fn on_shutdown(&mut self, hook: impl Fn(&V) + Send + Sync + 'static) -> &mut Self {
+        self.on_shutdown = Some(Box::new(hook));
+        self
+    }
+
+    fn add(&mut self, name: &str, command: Command<S, V>) -> &mut Self {
+        assert!(!name.is_empty() && name != crate::qmp::CAPABILITIES, "reserved name '{name}'");
+        let previous = self.commands.insert(name.to_owned(), command);
+        assert!(previous.is_none(), "command '{name}' registered twice");
+        self
+    }
+
+    /// `query-commands` material: every command, sorted, with `qmp_capabilities`.
+    pub(crate) fn command_infos(&self) -> Vec<CommandInfo> {
+        let mut infos: Vec<CommandInfo> = self
+            .commands
+            .iter()
+            .map(|(name, c)| CommandInfo {
+                name: name.clone(),
+                allow_oob: c.lane == Lane::AllowOob,
+            })
+            .chain([CommandInfo { name: crate::qmp::CAPABILITIES.into(), allow_oob: false }])
+            .collect();
+        infos.sort_by(|a, b| a.name.cmp(&b.name));
+        infos
+    }
+}
