@@ -51,17 +51,17 @@ struct GateState {
     waiting: u64,
     /// Bumped by each release; a stall ends when it changes.
     generation: u64,
-    /// Shutdown began: stalls end at once.
+    /// Shutdown began: stalls end at once, as released.
     closed: bool,
 }
 
 impl Gate {
-    /// Blocks until released or `timeout`; true if released.
+    /// Blocks until released or `timeout`; true if released (by `release` or shutdown).
     pub fn stall(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut state = self.state.lock();
         if state.closed {
-            return false;
+            return true;
         }
         let generation = state.generation;
         state.waiting += 1;
@@ -224,6 +224,6 @@ mod tests {
         let gate = Gate::default();
         assert!(!gate.stall(Duration::from_millis(1)));
         gate.close();
-        assert!(!gate.stall(Duration::from_secs(30)));
+        assert!(gate.stall(Duration::from_secs(30)), "released by shutdown at once");
     }
 }

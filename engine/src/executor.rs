@@ -59,12 +59,14 @@ impl<S, V> Executor<S, V> {
         match job.work {
             Work::Call(call) => {
                 let started = Instant::now();
+                self.stats.set_busy(Some(started));
                 let mut effects = Effects::default();
                 let outcome = {
                     let ctx = Ctx { shared: &*self.shared, stats: &self.stats, info: &self.info };
                     let mut exec = Exec { state: &mut self.state, ctx, effects: &mut effects };
                     call(&mut exec)
                 };
+                self.stats.set_busy(None);
                 self.local.record(started - job.enqueued, started.elapsed());
                 for event in effects.events {
                     self.broadcast(event);

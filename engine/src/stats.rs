@@ -78,6 +78,9 @@ pub struct Stats {
     pub(crate) threads: Box<[CachePadded<ThreadStats>]>,
     /// Job queue length as last seen by the executor.
     pub(crate) queue_depth: AtomicUsize,
+    /// When the running job started, in ns since `started` plus one; 0 while idle. Lets a
+    /// probe see a stuck executor (and tests see that a `stall` has begun).
+    busy_since: AtomicU64,
     pub(crate) executor: Mutex<ExecutorHistograms>,
 }
 
@@ -87,7 +90,24 @@ impl Stats {
             started: Instant::now(),
             threads: (0..threads).map(|_| CachePadded::new(ThreadStats::default())).collect(),
             queue_depth: AtomicUsize::new(0),
+            busy_since: AtomicU64::new(0),
             executor: Mutex::new(ExecutorHistograms::new()),
+        }
+    }
+
+    /// Executor side: a job starts (`Some(now)`) or ends (`None`).
+    pub(crate) fn set_busy(&self, since: Option<Instant>) {
+        let ns = since.map_or(0, |t| {
+            u64::try_from(t.duration_since(self.started).as_nanos()).unwrap_or(u64::MAX - 1) + 1
+        });
+        self.busy_since.store(ns, Ordering::Release);
+    }
+
+    /// How long the executor has been running its current job, if it is running one.
+    fn busy_for(&self) -> Option<Duration> {
+        match self.busy_since.load(Ordering::Acquire) {
+            0 => None,
+            ns => Some(self.started.elapsed().saturating_sub(Duration::from_nanos(ns - 1))),
         }
     }
 
@@ -113,6 +133,7 @@ impl Stats {
                 parked: sum(|t| &t.parked),
             },
             executor: ExecutorSnapshot {
+                busy_for_us: self.busy_for().map(|d| d.as_secs_f64() * 1e6),
                 jobs: executor.jobs,
                 wait_us: Percentiles::of(&executor.wait),
                 service_us: Percentiles::of(&executor.service),
@@ -175,6 +196,8 @@ pub struct Queue {
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct ExecutorSnapshot {
+    /// How long the job running now has run, in microseconds; `null` when idle.
+    pub busy_for_us: Option<f64>,
     /// Jobs run (as of the last publication).
     pub jobs: u64,
     /// Time queued before running, microseconds.

@@ -1,0 +1,13 @@
+//! Integration tests over real sockets against in-process engines (and the `engine` binary).
+//! One test binary; one module per concern. Every read has a timeout (`tests::READ_TIMEOUT`);
+//! nothing sleeps to let things settle: order is forced with `stall`/`release` and OOB probes.
+
+mod bad_input;
+mod binary;
+mod flow;
+mod ids;
+mod oob;
+mod ordering;
+mod session;
+mod shutdown;
+mod unix;
