@@ -17,6 +17,7 @@ use crate::job::ConnId;
 use crate::lane::Lane;
 use crate::peek::PADDING;
 use crate::qmp::Mode;
+use crate::reply::Form;
 
 /// Initial read buffer size: a few typical control-plane messages, so idle connections stay
 /// cheap; it grows (doubling) only for larger messages.
@@ -167,14 +168,27 @@ impl Output {
     }
 }
 
+/// The protocol a listener (and every connection it accepts) speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Qmp,
+    JsonRpc,
+}
+
 /// What a connection's messages act on (everything but its input, which the message being
 /// handled borrows).
 #[derive(Debug)]
 pub(crate) struct Session<S, V> {
     pub(crate) id: ConnId,
+    pub(crate) dialect: Dialect,
     pub(crate) output: Output,
     pub(crate) lane: Lane<S, V>,
+    /// QMP negotiation state (JSON-RPC sessions stay `Negotiating`: they get no events).
     pub(crate) mode: Mode,
+    /// JSON-RPC: the form of the last request, used for errors about unparsable input.
+    pub(crate) rpc_form: Form,
+    /// A protocol error was answered: read no more, close once the replies are out.
+    pub(crate) closing: bool,
 }
 
 /// A client connection.
@@ -204,15 +218,18 @@ impl<S, V> Session<S, V> {
 }
 
 impl<S, V> Conn<S, V> {
-    pub(crate) fn new(id: ConnId, stream: Stream, max_message: usize) -> Self {
+    pub(crate) fn new(id: ConnId, dialect: Dialect, stream: Stream, max_message: usize) -> Self {
         Conn {
             stream,
             input: Input::new(max_message),
             session: Session {
                 id,
+                dialect,
                 output: Output::default(),
                 lane: Lane::default(),
                 mode: Mode::Negotiating,
+                rpc_form: Form::Rpc1,
+                closing: false,
             },
             readable: true,
             writable: true,

@@ -1,10 +1,11 @@
-//! Per-message work on a parser thread: peek a framed QMP message, classify it, and either
-//! run it here (OOB lane: reply written at once), decode it into a job for the executor
-//! (in-band lane), or answer an error in the lane QEMU would use.
+//! Per-message work on a parser thread: peek a framed message, classify it in its
+//! connection's dialect, and route it: run it here (OOB lane: reply written at once), decode
+//! it into a job for the executor (in-band lane), or answer an error in the lane the dialect
+//! puts it in.
 //!
 //! Nothing here blocks. The OOB path allocates nothing in steady state: the id is copied into
-//! a reused scratch buffer, the tape and argument tape are reused, the reply is encoded into
-//! the connection's write buffer.
+//! a reused scratch buffer, the tape and argument tape are reused, and the reply is encoded
+//! into the connection's write buffer.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,17 +14,29 @@ use crossbeam_channel::Sender;
 use simd_json::Node;
 
 use crate::config::Limits;
-use crate::conn::{Input, Session};
+use crate::conn::{Dialect, Input, Session};
 use crate::framer::{Frame, copy_compact};
 use crate::job::{Job, Work};
-use crate::lane::{IdBuf, Lane, Pushed};
+use crate::jsonrpc;
+use crate::lane::{Lane, Pushed};
 use crate::peek::{Peeker, members};
-use crate::qmp::{self, CapabilitiesArgs, Mode};
-use crate::registry::{Command, CommandError, Ctx, ServerInfo};
+use crate::qmp::{self, CapabilitiesArgs, Mode, Target};
+use crate::registry::{Command, CommandError, Ctx, Lane as CommandLane, ServerInfo};
+use crate::reply::{self, Form, IdBuf, ReplyTo};
 use crate::stats::{Stats, ThreadStats, bump};
 
 /// The commands, types erased, shared read-only by all parser threads.
 pub(crate) type Commands<S, V> = std::collections::HashMap<String, Command<S, V>>;
+
+/// A classified message, whatever its dialect.
+struct Routed<'t, 'i> {
+    /// QMP `exec-oob`: answered at once, errors included.
+    oob: bool,
+    form: Form,
+    /// JSON-RPC `params`, for `echo`.
+    params: Option<&'t [Node<'i>]>,
+    target: Result<Target<'t, 'i>, CommandError>,
+}
 
 /// What a parser thread needs to handle messages, apart from its connections.
 pub(crate) struct Worker<S, V> {
@@ -35,14 +48,13 @@ pub(crate) struct Worker<S, V> {
     pub(crate) info: Arc<ServerInfo>,
     pub(crate) jobs: Sender<Job<S, V>>,
     pub(crate) limits: Limits,
-    /// The current request's id, compacted (empty: none).
+    /// The current request's id, compacted (empty: none, or a JSON-RPC notification).
     id: Vec<u8>,
     /// Set when a job was parked because the queue was full.
     pub(crate) queue_full: bool,
 }
 
 impl<S, V> Worker<S, V> {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         thread: usize,
         commands: Arc<Commands<S, V>>,
@@ -70,7 +82,7 @@ impl<S, V> Worker<S, V> {
         &self.stats.threads[self.thread]
     }
 
-    /// Handles one framed message of `conn`.
+    /// Handles one framed message of a connection.
     pub(crate) fn on_frame(&mut self, input: &mut Input, conn: &mut Session<S, V>, frame: Frame) {
         self.id.clear();
         if let Some(span) = frame.id.clone() {
@@ -85,38 +97,96 @@ impl<S, V> Worker<S, V> {
             Ok(tape) => tape,
             Err(malformed) => return self.bad_input(conn, &malformed.describe()),
         };
-        let nodes = &tape.0;
         if self.id.is_empty() {
-            self.recover_escaped_id(nodes);
+            self.recover_escaped_id(&tape.0);
         }
-        let request = qmp::classify(nodes, conn.mode);
-        match request.target {
-            Err(err) => self.answer_error(conn, request.oob, &err),
-            Ok(t) if t.name == qmp::CAPABILITIES => self.negotiate(conn, t.args),
-            Ok(t) => match self.commands.get(t.name) {
-                None => {
-                    let err = CommandError::not_found(format!(
-                        "The command {} has not been found",
-                        t.name
-                    ));
-                    self.answer_error(conn, request.oob, &err);
-                }
-                Some(_) if request.oob => self.run_oob(conn, t.name, t.args),
-                Some(command) => {
-                    let prepared = (command.prepare)(&mut self.peeker, t.args);
-                    self.submit(conn, prepared, len);
-                }
-            },
-        }
+        let routed = self.classify(conn, &tape.0);
+        self.route(conn, routed, len);
         self.peeker.recycle(tape);
     }
 
-    /// A message that is not a parsable JSON value, or over a limit: one `GenericError`
-    /// without id, in the in-band lane.
+    fn classify<'t, 'i>(
+        &mut self,
+        conn: &mut Session<S, V>,
+        nodes: &'t [Node<'i>],
+    ) -> Routed<'t, 'i> {
+        match conn.dialect {
+            Dialect::Qmp => {
+                let request = qmp::classify(nodes, conn.mode);
+                Routed { oob: request.oob, form: Form::Qmp, params: None, target: request.target }
+            }
+            Dialect::JsonRpc => {
+                let request = jsonrpc::classify(nodes, conn.rpc_form);
+                conn.rpc_form = request.form;
+                if request.notification {
+                    self.id.clear();
+                } else if self.id.is_empty() {
+                    self.id.extend_from_slice(b"null"); // a batch or non-object: answer anyway
+                }
+                Routed {
+                    oob: false,
+                    form: request.form,
+                    params: request.params,
+                    target: request.target,
+                }
+            }
+        }
+    }
+
+    fn route(&mut self, conn: &mut Session<S, V>, routed: Routed<'_, '_>, bytes: usize) {
+        let Routed { oob, form, params, target } = routed;
+        let target = match target {
+            Ok(target) => target,
+            Err(err) => return self.answer_error(conn, oob, form, &err),
+        };
+        match (conn.dialect, target.name) {
+            (Dialect::Qmp, qmp::CAPABILITIES) => return self.negotiate(conn, target.args),
+            (Dialect::JsonRpc, jsonrpc::ECHO) => return self.echo(conn, form, params),
+            _ => {}
+        }
+        let Some(command) = self.commands.get(target.name) else {
+            let err =
+                CommandError::not_found(format!("The command {} has not been found", target.name));
+            return self.answer_error(conn, oob, form, &err);
+        };
+        // QMP: `exec-oob` asks for the OOB lane; JSON-RPC: allow-oob methods always take it.
+        let wants_oob =
+            oob || (conn.dialect == Dialect::JsonRpc && command.lane == CommandLane::AllowOob);
+        if !wants_oob {
+            let prepared = (command.prepare)(&mut self.peeker, target.args);
+            return self.submit(conn, form, prepared, bytes);
+        }
+        let Some(run) = &command.run_oob else {
+            let err =
+                CommandError::generic(format!("The command {} does not support OOB", target.name));
+            return self.answer_error(conn, true, form, &err);
+        };
+        bump(&self.stats.threads[self.thread].oob);
+        let ctx = Ctx { shared: &*self.shared, stats: &self.stats, info: &self.info };
+        let peeker = &mut self.peeker;
+        let written = reply::write_return(&mut conn.output.buf, form, &self.id, |out| {
+            run(&ctx, peeker, target.args, out)
+        });
+        if let Err(err) = written {
+            self.answer_error(conn, true, form, &err);
+        }
+    }
+
+    /// A message that is not a parsable JSON value, or over a limit: one error without id
+    /// (JSON-RPC: `"id": null`), in the in-band lane. JSON-RPC then closes the connection, as
+    /// OVS does: its clients cannot resynchronise after a protocol error.
     pub(crate) fn bad_input(&mut self, conn: &mut Session<S, V>, desc: &str) {
         bump(&self.counters().bad_input);
         self.id.clear();
-        self.answer_error(conn, false, &CommandError::generic(desc));
+        let form = match conn.dialect {
+            Dialect::Qmp => Form::Qmp,
+            Dialect::JsonRpc => {
+                self.id.extend_from_slice(b"null");
+                conn.closing = true;
+                conn.rpc_form
+            }
+        };
+        self.answer_error(conn, false, form, &CommandError::parse(desc));
     }
 
     /// The key `"id"` written with escapes escapes the framer: re-encode the id from the tape.
@@ -127,16 +197,23 @@ impl<S, V> Worker<S, V> {
         }
     }
 
-    fn answer_error(&mut self, conn: &mut Session<S, V>, oob: bool, err: &CommandError) {
+    fn answer_error(
+        &mut self,
+        conn: &mut Session<S, V>,
+        oob: bool,
+        form: Form,
+        err: &CommandError,
+    ) {
         bump(&self.counters().errors);
+        let id = &self.id;
         if oob {
-            qmp::error(&mut conn.output.buf, err, &self.id);
+            reply::error(&mut conn.output.buf, form, err, id);
         } else {
-            in_order(&mut conn.lane, &mut conn.output.buf, |out| qmp::error(out, err, &self.id));
+            in_order(&mut conn.lane, &mut conn.output.buf, |out| reply::error(out, form, err, id));
         }
     }
 
-    /// `qmp_capabilities` in negotiation mode: enables the requested capabilities.
+    /// QMP `qmp_capabilities` in negotiation mode: enables the requested capabilities.
     fn negotiate(&mut self, conn: &mut Session<S, V>, args: Option<&[Node<'_>]>) {
         let oob = self.peeker.decode::<CapabilitiesArgs>(args).and_then(|args| {
             let enable = args.enable.unwrap_or_default();
@@ -155,27 +232,23 @@ impl<S, V> Worker<S, V> {
                     qmp::end_reply(out, id);
                 });
             }
-            Err(desc) => self.answer_error(conn, false, &CommandError::generic(desc)),
+            Err(desc) => self.answer_error(conn, false, Form::Qmp, &CommandError::generic(desc)),
         }
     }
 
-    /// `exec-oob`: runs the command on this thread and writes the reply now.
-    fn run_oob(&mut self, conn: &mut Session<S, V>, name: &str, args: Option<&[Node<'_>]>) {
-        let Some(run) = self.commands.get(name).and_then(|c| c.run_oob.as_ref()) else {
-            let err = CommandError::generic(format!("The command {name} does not support OOB"));
-            return self.answer_error(conn, true, &err);
-        };
+    /// JSON-RPC `echo` (the OVS keepalive): `result` is `params`, answered here, at once.
+    fn echo(&mut self, conn: &mut Session<S, V>, form: Form, params: Option<&[Node<'_>]>) {
         bump(&self.counters().oob);
-        let out = &mut conn.output.buf;
-        let mark = out.len();
-        qmp::begin_return(out);
-        let ctx = Ctx { shared: &*self.shared, stats: &self.stats, info: &self.info };
-        match run(&ctx, &mut self.peeker, args, out) {
-            Ok(()) => qmp::end_reply(out, &self.id),
-            Err(err) => {
-                out.truncate(mark);
-                self.answer_error(conn, true, &err);
-            }
+        let params = match params {
+            Some(nodes) => self.peeker.decode::<serde_json::Value>(Some(nodes)),
+            None => Ok(serde_json::Value::Array(Vec::new())),
+        };
+        let written = reply::write_return(&mut conn.output.buf, form, &self.id, |out| {
+            let params = params.map_err(CommandError::invalid_arguments)?;
+            serde_json::to_writer(out, &params).map_err(|e| CommandError::generic(e.to_string()))
+        });
+        if let Err(err) = written {
+            self.answer_error(conn, true, form, &err);
         }
     }
 
@@ -184,12 +257,13 @@ impl<S, V> Worker<S, V> {
     fn submit(
         &mut self,
         conn: &mut Session<S, V>,
+        form: Form,
         prepared: Result<crate::registry::Call<S, V>, CommandError>,
         bytes: usize,
     ) {
         let call = match prepared {
             Ok(call) => call,
-            Err(err) => return self.answer_error(conn, false, &err),
+            Err(err) => return self.answer_error(conn, false, form, &err),
         };
         bump(&self.counters().inband);
         let job = Job {
@@ -198,8 +272,9 @@ impl<S, V> Worker<S, V> {
             enqueued: Instant::now(),
             work: Work::Call(call),
         };
+        let to = ReplyTo { form, id: IdBuf::new(&self.id) };
         let limit = self.limits.max_inflight_per_conn;
-        match conn.lane.push_job(IdBuf::new(&self.id), job, bytes, limit, &self.jobs) {
+        match conn.lane.push_job(to, job, bytes, limit, &self.jobs) {
             Pushed::Submitted => {}
             Pushed::Parked => bump(&self.counters().parked),
             Pushed::ParkedFull => {
@@ -218,6 +293,8 @@ fn in_order<S, V>(lane: &mut Lane<S, V>, out: &mut Vec<u8>, encode: impl FnOnce(
     } else {
         let mut reply = Vec::new();
         encode(&mut reply);
-        lane.push_ready(reply);
+        if !reply.is_empty() {
+            lane.push_ready(reply);
+        }
     }
 }

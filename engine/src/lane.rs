@@ -12,43 +12,14 @@ use std::collections::VecDeque;
 use crossbeam_channel::{Sender, TrySendError};
 
 use crate::job::Job;
-
-/// An echoed request id: the compact raw bytes, inline when short (the common case: small
-/// numbers and strings), so most in-band requests keep their id without allocating.
-#[derive(Debug, Clone)]
-pub(crate) enum IdBuf {
-    Inline { len: u8, bytes: [u8; IdBuf::INLINE] },
-    Heap(Box<[u8]>),
-}
-
-impl IdBuf {
-    /// Ids up to this size are stored inline; chosen so `IdBuf` stays at 32 bytes.
-    const INLINE: usize = 30;
-
-    pub(crate) fn new(raw: &[u8]) -> IdBuf {
-        if raw.len() <= Self::INLINE {
-            let mut bytes = [0; Self::INLINE];
-            bytes[..raw.len()].copy_from_slice(raw);
-            IdBuf::Inline { len: raw.len() as u8, bytes }
-        } else {
-            IdBuf::Heap(raw.into())
-        }
-    }
-
-    pub(crate) fn as_bytes(&self) -> &[u8] {
-        match self {
-            IdBuf::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            IdBuf::Heap(bytes) => bytes,
-        }
-    }
-}
+use crate::reply::ReplyTo;
 
 /// One in-band request that owes a reply.
 enum Entry<S, V> {
     /// With the executor; its outcome comes back through the inbox.
-    Submitted(IdBuf),
+    Submitted(ReplyTo),
     /// Waiting for the in-flight limit or queue space.
-    Parked { id: IdBuf, job: Job<S, V>, bytes: usize },
+    Parked { to: ReplyTo, job: Job<S, V>, bytes: usize },
     /// Answered on the parser thread; the encoded reply waits for its turn.
     Ready(Vec<u8>),
 }
@@ -115,33 +86,33 @@ impl<S, V> Lane<S, V> {
     /// Hands a job to the executor, or parks it.
     pub(crate) fn push_job(
         &mut self,
-        id: IdBuf,
+        to: ReplyTo,
         job: Job<S, V>,
         bytes: usize,
         limit: usize,
         jobs: &Sender<Job<S, V>>,
     ) -> Pushed {
         if self.has_parked() || self.inflight >= limit {
-            self.park(id, job, bytes);
+            self.park(to, job, bytes);
             return Pushed::Parked;
         }
         match jobs.try_send(job) {
             Ok(()) => {
-                self.entries.push_back(Entry::Submitted(id));
+                self.entries.push_back(Entry::Submitted(to));
                 self.unparked += 1;
                 self.inflight += 1;
                 Pushed::Submitted
             }
             Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
-                self.park(id, job, bytes);
+                self.park(to, job, bytes);
                 Pushed::ParkedFull
             }
         }
     }
 
-    fn park(&mut self, id: IdBuf, job: Job<S, V>, bytes: usize) {
+    fn park(&mut self, to: ReplyTo, job: Job<S, V>, bytes: usize) {
         self.parked_bytes += bytes;
-        self.entries.push_back(Entry::Parked { id, job, bytes });
+        self.entries.push_back(Entry::Parked { to, job, bytes });
     }
 
     /// Submits parked jobs while the in-flight limit and the queue allow. Returns false if
@@ -156,20 +127,20 @@ impl<S, V> Lane<S, V> {
             if self.inflight >= limit {
                 return true;
             }
-            let Entry::Parked { id, job, bytes } =
-                std::mem::replace(slot, Entry::Submitted(IdBuf::new(b"")))
+            let Entry::Parked { to, job, bytes } =
+                std::mem::replace(slot, Entry::Ready(Vec::new()))
             else {
                 unreachable!("entries from `unparked` on are parked or ready");
             };
             match jobs.try_send(job) {
                 Ok(()) => {
-                    *slot = Entry::Submitted(id);
+                    *slot = Entry::Submitted(to);
                     self.unparked += 1;
                     self.inflight += 1;
                     self.parked_bytes -= bytes;
                 }
                 Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
-                    *slot = Entry::Parked { id, job, bytes };
+                    *slot = Entry::Parked { to, job, bytes };
                     return false;
                 }
             }
@@ -178,14 +149,18 @@ impl<S, V> Lane<S, V> {
     }
 
     /// The executor answered the oldest submitted request: `encode` writes its reply (given
-    /// the request's id), then every ready reply now at the front follows.
-    pub(crate) fn complete(&mut self, out: &mut Vec<u8>, encode: impl FnOnce(&mut Vec<u8>, &[u8])) {
-        let Some(Entry::Submitted(id)) = self.entries.pop_front() else {
+    /// where it goes), then every ready reply now at the front follows.
+    pub(crate) fn complete(
+        &mut self,
+        out: &mut Vec<u8>,
+        encode: impl FnOnce(&mut Vec<u8>, &ReplyTo),
+    ) {
+        let Some(Entry::Submitted(to)) = self.entries.pop_front() else {
             unreachable!("an executor outcome always matches the oldest submitted entry");
         };
         self.unparked -= 1;
         self.inflight -= 1;
-        encode(out, id.as_bytes());
+        encode(out, &to);
         while let Some(Entry::Ready(_)) = self.entries.front() {
             let Some(Entry::Ready(bytes)) = self.entries.pop_front() else { unreachable!() };
             self.unparked -= 1;
@@ -198,8 +173,8 @@ impl<S, V> Lane<S, V> {
 mod tests {
     use super::*;
     use crate::job::{ConnId, Work};
-    use crate::qmp;
     use crate::registry::{CommandError, Outcome, Reply};
+    use crate::reply::{self, Form, IdBuf};
 
     type TestLane = Lane<(), ()>;
 
@@ -212,9 +187,13 @@ mod tests {
         }
     }
 
+    fn to(id: &[u8]) -> ReplyTo {
+        ReplyTo { form: Form::Qmp, id: IdBuf::new(id) }
+    }
+
     fn fail(lane: &mut TestLane, out: &mut Vec<u8>) {
         let outcome: Outcome = Err::<Reply, _>(CommandError::generic("x"));
-        lane.complete(out, |out, id| qmp::reply(out, &outcome, id));
+        lane.complete(out, |out, to| reply::outcome(out, to, &outcome));
     }
 
     #[test]
@@ -222,10 +201,10 @@ mod tests {
         let (tx, rx) = crossbeam_channel::bounded(2);
         let mut lane = TestLane::default();
         let mut out = Vec::new();
-        assert_eq!(lane.push_job(IdBuf::new(b"1"), job(), 10, 2, &tx), Pushed::Submitted);
+        assert_eq!(lane.push_job(to(b"1"), job(), 10, 2, &tx), Pushed::Submitted);
         lane.push_ready(b"E2\n".to_vec());
-        assert_eq!(lane.push_job(IdBuf::new(b"3"), job(), 10, 2, &tx), Pushed::Submitted);
-        assert_eq!(lane.push_job(IdBuf::new(b"4"), job(), 10, 2, &tx), Pushed::Parked);
+        assert_eq!(lane.push_job(to(b"3"), job(), 10, 2, &tx), Pushed::Submitted);
+        assert_eq!(lane.push_job(to(b"4"), job(), 10, 2, &tx), Pushed::Parked);
         lane.push_ready(b"E5\n".to_vec());
         assert_eq!(lane.parked_bytes(), 10);
 
@@ -250,18 +229,11 @@ mod tests {
     fn a_full_queue_parks_and_resubmits_later() {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let mut lane = TestLane::default();
-        assert_eq!(lane.push_job(IdBuf::new(b"1"), job(), 5, 8, &tx), Pushed::Submitted);
-        assert_eq!(lane.push_job(IdBuf::new(b"2"), job(), 5, 8, &tx), Pushed::ParkedFull);
+        assert_eq!(lane.push_job(to(b"1"), job(), 5, 8, &tx), Pushed::Submitted);
+        assert_eq!(lane.push_job(to(b"2"), job(), 5, 8, &tx), Pushed::ParkedFull);
         assert!(!lane.submit_parked(8, &tx));
         rx.recv().unwrap();
         assert!(lane.submit_parked(8, &tx));
         assert!(!lane.has_parked());
-    }
-
-    #[test]
-    fn long_ids_spill_to_the_heap_intact() {
-        let long = [b'7'; 100];
-        assert_eq!(IdBuf::new(&long).as_bytes(), &long[..]);
-        assert_eq!(IdBuf::new(b"\"x\"").as_bytes(), b"\"x\"");
     }
 }

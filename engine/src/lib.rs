@@ -30,6 +30,8 @@
 //! - `peek`: simd-json tape parsing in place, member lookup, argument decoding.
 //! - `dispatch`: per-message decisions: OOB now, in-band job, or error in order.
 //! - `qmp`: the QMP dialect: classification and encoding.
+//! - `jsonrpc`: the OVS JSON-RPC 1.0 / 2.0 dialect: classification and encoding.
+//! - `reply`: reply forms and ids, encoding dispatched by dialect.
 //! - `lane`: a connection's ordered in-band replies, in-flight limit and parking.
 //! - `job`: jobs, inbox messages, and the sleep/wake protocol.
 //! - `executor`: the ordered executor thread.
@@ -46,12 +48,14 @@ mod error;
 mod executor;
 mod framer;
 mod job;
+mod jsonrpc;
 mod lane;
 mod listener;
 mod parser;
 mod peek;
 mod qmp;
 mod registry;
+mod reply;
 mod server;
 mod stats;
 

@@ -14,42 +14,64 @@ use mio::net::{TcpListener, UnixListener};
 use mio::{Interest, Registry, Token};
 use socket2::{Domain, Socket, Type};
 
-use crate::conn::Stream;
+use crate::conn::{Dialect, Stream};
 
 /// Pending connections the kernel queues per listening socket before refusing more.
 const BACKLOG: i32 = 1024;
 
 /// A listening socket owned by one parser thread.
 #[derive(Debug)]
-pub(crate) enum Listener {
+pub(crate) enum ListenSocket {
     Tcp(TcpListener),
     Unix(UnixListener),
 }
 
+/// A listening socket and the dialect its connections speak.
+#[derive(Debug)]
+pub(crate) struct Listener {
+    pub(crate) socket: ListenSocket,
+    pub(crate) dialect: Dialect,
+}
+
 impl Listener {
     pub(crate) fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        self.socket.register(registry, token)
+    }
+
+    pub(crate) fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        self.socket.deregister(registry)
+    }
+
+    /// Accepts one pending connection (`WouldBlock` when none is left).
+    pub(crate) fn accept(&self) -> io::Result<Stream> {
+        self.socket.accept()
+    }
+}
+
+impl ListenSocket {
+    pub(crate) fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
         match self {
-            Listener::Tcp(l) => registry.register(l, token, Interest::READABLE),
-            Listener::Unix(l) => registry.register(l, token, Interest::READABLE),
+            ListenSocket::Tcp(l) => registry.register(l, token, Interest::READABLE),
+            ListenSocket::Unix(l) => registry.register(l, token, Interest::READABLE),
         }
     }
 
     pub(crate) fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
         match self {
-            Listener::Tcp(l) => registry.deregister(l),
-            Listener::Unix(l) => registry.deregister(l),
+            ListenSocket::Tcp(l) => registry.deregister(l),
+            ListenSocket::Unix(l) => registry.deregister(l),
         }
     }
 
     /// Accepts one pending connection (`WouldBlock` when none is left).
     pub(crate) fn accept(&self) -> io::Result<Stream> {
         match self {
-            Listener::Tcp(l) => {
+            ListenSocket::Tcp(l) => {
                 let (stream, _) = l.accept()?;
                 stream.set_nodelay(true)?;
                 Ok(Stream::Tcp(stream))
             }
-            Listener::Unix(l) => Ok(Stream::Unix(l.accept()?.0)),
+            ListenSocket::Unix(l) => Ok(Stream::Unix(l.accept()?.0)),
         }
     }
 }
@@ -99,6 +121,6 @@ fn is_stale(path: &Path) -> bool {
 }
 
 /// One thread's copy of a bound Unix listener.
-pub(crate) fn clone_unix(listener: &StdUnixListener) -> io::Result<Listener> {
-    Ok(Listener::Unix(UnixListener::from_std(listener.try_clone()?)))
+pub(crate) fn clone_unix(listener: &StdUnixListener) -> io::Result<ListenSocket> {
+    Ok(ListenSocket::Unix(UnixListener::from_std(listener.try_clone()?)))
 }

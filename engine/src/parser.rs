@@ -14,13 +14,14 @@ use crossbeam_channel::Receiver;
 use mio::{Events, Poll, Token};
 use slab::Slab;
 
-use crate::conn::{Conn, Stream};
+use crate::conn::{Conn, Dialect, Stream};
 use crate::dispatch::Worker;
 use crate::framer::Step;
 use crate::job::{ConnId, Inbox, Job, Mailbox, Work};
 use crate::listener::Listener;
 use crate::qmp::{self, Mode};
 use crate::registry::Event;
+use crate::reply;
 use crate::stats::bump;
 
 /// Token of the executor's waker.
@@ -149,8 +150,9 @@ impl<S, V> ParserThread<S, V> {
             return;
         }
         loop {
-            match self.listeners[index].accept() {
-                Ok(stream) => self.add_conn(stream),
+            let listener = &self.listeners[index];
+            match listener.accept() {
+                Ok(stream) => self.add_conn(stream, listener.dialect),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -162,7 +164,7 @@ impl<S, V> ParserThread<S, V> {
         }
     }
 
-    fn add_conn(&mut self, mut stream: Stream) {
+    fn add_conn(&mut self, mut stream: Stream, dialect: Dialect) {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         if let Err(e) = stream.register(self.poll.registry(), Token(key)) {
@@ -171,8 +173,10 @@ impl<S, V> ParserThread<S, V> {
         }
         let id = ConnId { key: key as u32, serial: self.next_serial };
         self.next_serial = self.next_serial.wrapping_add(1);
-        let mut conn = Conn::new(id, stream, self.worker.limits.max_message_bytes);
-        qmp::greeting(&mut conn.session.output.buf, &self.worker.info.version);
+        let mut conn = Conn::new(id, dialect, stream, self.worker.limits.max_message_bytes);
+        if dialect == Dialect::Qmp {
+            qmp::greeting(&mut conn.session.output.buf, &self.worker.info.version);
+        }
         entry.insert(conn);
         bump(&self.worker.stats.threads[self.worker.thread].accepted);
         tracing::debug!(thread = self.worker.thread, key, "connection accepted");
@@ -188,8 +192,8 @@ impl<S, V> ParserThread<S, V> {
                     if session.id != conn {
                         continue; // its connection closed; the slot has a new tenant
                     }
-                    session.lane.complete(&mut session.output.buf, |out, id| {
-                        qmp::reply(out, &outcome, id);
+                    session.lane.complete(&mut session.output.buf, |out, to| {
+                        reply::outcome(out, to, &outcome);
                     });
                     self.activate(conn.key as usize);
                 }
@@ -317,6 +321,10 @@ impl<S, V> ParserThread<S, V> {
     fn handle_frames(&mut self, key: usize) {
         let conn = &mut self.conns[key];
         loop {
+            if conn.session.closing {
+                conn.read_closed = true; // JSON-RPC protocol error: no resynchronising
+                return;
+            }
             match conn.input.next_frame() {
                 Step::Frame(frame) => {
                     self.worker.on_frame(&mut conn.input, &mut conn.session, frame);

@@ -54,17 +54,58 @@ pub struct CommandError {
     pub class: ErrorClass,
     /// Human-readable description.
     pub desc: String,
+    /// Which stage failed: QMP does not say, JSON-RPC 2.0 has a code for each.
+    origin: Origin,
+}
+
+/// The stage that produced an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    Handler,
+    Arguments,
+    Request,
+    Parse,
 }
 
 impl CommandError {
+    fn new(class: ErrorClass, desc: impl Into<String>, origin: Origin) -> Self {
+        CommandError { class, desc: desc.into(), origin }
+    }
+
     /// A `GenericError` with this description.
     pub fn generic(desc: impl Into<String>) -> Self {
-        CommandError { class: ErrorClass::GenericError, desc: desc.into() }
+        Self::new(ErrorClass::GenericError, desc, Origin::Handler)
     }
 
     /// A `CommandNotFound` with this description.
     pub fn not_found(desc: impl Into<String>) -> Self {
-        CommandError { class: ErrorClass::CommandNotFound, desc: desc.into() }
+        Self::new(ErrorClass::CommandNotFound, desc, Origin::Handler)
+    }
+
+    /// Arguments that do not decode into the command's type.
+    pub(crate) fn invalid_arguments(desc: impl Into<String>) -> Self {
+        Self::new(ErrorClass::GenericError, desc, Origin::Arguments)
+    }
+
+    /// A well-formed message that is not a valid request.
+    pub(crate) fn invalid_request(desc: impl Into<String>) -> Self {
+        Self::new(ErrorClass::GenericError, desc, Origin::Request)
+    }
+
+    /// Input that is not a parsable JSON value (or breaks a limit).
+    pub(crate) fn parse(desc: impl Into<String>) -> Self {
+        Self::new(ErrorClass::GenericError, desc, Origin::Parse)
+    }
+
+    /// The JSON-RPC 2.0 error code.
+    pub(crate) fn rpc_code(&self) -> i32 {
+        match self.origin {
+            Origin::Parse => -32700,
+            Origin::Request => -32600,
+            Origin::Arguments => -32602,
+            Origin::Handler if self.class == ErrorClass::CommandNotFound => -32601,
+            Origin::Handler => -32000,
+        }
     }
 }
 
@@ -295,7 +336,7 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Registry<S, V> {
     {
         let handler = Arc::new(handler);
         let prepare: Prepare<S, V> = Box::new(move |peeker, args| {
-            let args: A = peeker.decode(args).map_err(CommandError::generic)?;
+            let args: A = peeker.decode(args).map_err(CommandError::invalid_arguments)?;
             let handler = Arc::clone(&handler);
             Ok(Box::new(move |exec: &mut Exec<'_, S, V>| {
                 handler(exec, args).map(|r| Reply(Box::new(r)))
@@ -319,14 +360,14 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Registry<S, V> {
         let handler = Arc::new(handler);
         let inband = Arc::clone(&handler);
         let prepare: Prepare<S, V> = Box::new(move |peeker, args| {
-            let args: A = peeker.decode(args).map_err(CommandError::generic)?;
+            let args: A = peeker.decode(args).map_err(CommandError::invalid_arguments)?;
             let handler = Arc::clone(&inband);
             Ok(Box::new(move |exec: &mut Exec<'_, S, V>| {
                 handler(&exec.ctx, args).map(|r| Reply(Box::new(r)))
             }))
         });
         let run_oob: RunOob<V> = Box::new(move |ctx, peeker, args, out| {
-            let args: A = peeker.decode(args).map_err(CommandError::generic)?;
+            let args: A = peeker.decode(args).map_err(CommandError::invalid_arguments)?;
             let result = handler(ctx, args)?;
             serde_json::to_writer(out, &result)
                 .map_err(|e| CommandError::generic(format!("cannot encode the result: {e}")))

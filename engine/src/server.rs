@@ -17,10 +17,11 @@ use crossbeam_channel::Sender;
 use mio::{Poll, Waker};
 
 use crate::config::Config;
+use crate::conn::Dialect;
 use crate::dispatch::Worker;
 use crate::executor::Executor;
 use crate::job::{ConnId, Job, Mailbox, Work};
-use crate::listener::{self, Listener};
+use crate::listener::{self, ListenSocket, Listener};
 use crate::parser::{ParserThread, WAKER};
 use crate::registry::{Event, Registry, ServerInfo, ShutdownHook, VersionInfo, VersionTriple};
 use crate::stats::{ExecutorHistograms, Stats, StatsSnapshot};
@@ -47,11 +48,10 @@ impl Server {
         V: Send + Sync + 'static,
     {
         let config = config.validated()?;
-        if !config.jsonrpc.is_empty() {
-            return Err(Error::Config("JSON-RPC listeners are not implemented yet".into()));
-        }
         let threads = config.threads;
-        let bound = Bound::bind(&config.qmp, threads)?;
+        let mut bound = Bound::new(threads);
+        bound.bind(&config.qmp, Dialect::Qmp)?;
+        bound.bind(&config.jsonrpc, Dialect::JsonRpc)?;
         let mut polls = Vec::with_capacity(threads);
         let mut mailboxes = Vec::with_capacity(threads);
         let mut inboxes = Vec::with_capacity(threads);
@@ -117,9 +117,12 @@ impl Server {
         for addr in &bound.qmp {
             tracing::info!(%addr, threads, "serving QMP");
         }
+        for addr in &bound.jsonrpc {
+            tracing::info!(%addr, threads, "serving JSON-RPC");
+        }
         Ok(ServerHandle {
             qmp: bound.qmp,
-            jsonrpc: Vec::new(),
+            jsonrpc: bound.jsonrpc,
             unix_paths: bound.unix_paths,
             control,
             stats,
@@ -172,43 +175,53 @@ fn control_fn<S: Send + 'static, V: Send + Sync + 'static>(
 struct Bound {
     per_thread: Vec<Vec<Listener>>,
     qmp: Vec<Address>,
+    jsonrpc: Vec<Address>,
     unix_paths: Vec<PathBuf>,
 }
 
 impl Bound {
-    fn bind(addrs: &[Address], threads: usize) -> Result<Bound, Error> {
-        let mut bound = Bound {
+    fn new(threads: usize) -> Bound {
+        Bound {
             per_thread: (0..threads).map(|_| Vec::new()).collect(),
-            qmp: vec![],
-            unix_paths: vec![],
-        };
+            qmp: Vec::new(),
+            jsonrpc: Vec::new(),
+            unix_paths: Vec::new(),
+        }
+    }
+
+    /// Binds `addrs` for every thread, speaking `dialect`.
+    fn bind(&mut self, addrs: &[Address], dialect: Dialect) -> Result<(), Error> {
         for address in addrs {
             let fail = |source| Error::Bind { address: address.clone(), source };
-            match address {
+            let bound = match address {
                 Address::Tcp(addr) => {
                     listener::ensure_tcp_port_free(*addr).map_err(fail)?;
-                    let actual = bound.bind_tcp(*addr).map_err(fail)?;
-                    bound.qmp.push(Address::Tcp(actual));
+                    Address::Tcp(self.bind_tcp(*addr, dialect).map_err(fail)?)
                 }
                 Address::Unix(path) => {
                     let std_listener = listener::bind_unix(path).map_err(fail)?;
-                    bound.unix_paths.push(path.clone());
-                    for listeners in &mut bound.per_thread {
-                        listeners.push(listener::clone_unix(&std_listener).map_err(fail)?);
+                    self.unix_paths.push(path.clone());
+                    for listeners in &mut self.per_thread {
+                        let socket = listener::clone_unix(&std_listener).map_err(fail)?;
+                        listeners.push(Listener { socket, dialect });
                     }
-                    bound.qmp.push(address.clone());
+                    address.clone()
                 }
+            };
+            match dialect {
+                Dialect::Qmp => self.qmp.push(bound),
+                Dialect::JsonRpc => self.jsonrpc.push(bound),
             }
         }
-        Ok(bound)
+        Ok(())
     }
 
     /// One `SO_REUSEPORT` socket per thread; the first picks the port when 0 is asked.
-    fn bind_tcp(&mut self, mut addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    fn bind_tcp(&mut self, mut addr: SocketAddr, dialect: Dialect) -> std::io::Result<SocketAddr> {
         for listeners in &mut self.per_thread {
-            let listener = listener::bind_tcp(addr)?;
-            addr = listener.local_addr()?;
-            listeners.push(Listener::Tcp(listener));
+            let socket = listener::bind_tcp(addr)?;
+            addr = socket.local_addr()?;
+            listeners.push(Listener { socket: ListenSocket::Tcp(socket), dialect });
         }
         Ok(addr)
     }

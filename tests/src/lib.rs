@@ -61,6 +61,15 @@ pub fn start_server() -> TestServer {
     start_server_with(test_config())
 }
 
+/// Starts the demo engine serving JSON-RPC (only) on 127.0.0.1 port 0.
+pub fn start_jsonrpc_server() -> TestServer {
+    let mut config = test_config();
+    config.jsonrpc = std::mem::take(&mut config.qmp);
+    let handle = engine::Server::start(config, engine::demo::registry()).expect("server starts");
+    let addr = handle.jsonrpc_addrs()[0].clone();
+    TestServer { handle: Some(handle), addr }
+}
+
 /// Starts the demo engine with `config`.
 pub fn start_server_with(config: Config) -> TestServer {
     let handle = engine::Server::start(config, engine::demo::registry()).expect("server starts");
@@ -112,11 +121,13 @@ impl Write for Stream {
     }
 }
 
-/// A QMP client that sends raw bytes and reads `\r\n`-terminated JSON lines.
+/// A client that sends raw bytes and reads JSON lines (QMP ends them with `\r\n`,
+/// JSON-RPC with `\n`; each is checked).
 #[derive(Debug)]
 pub struct Client {
     writer: Stream,
     reader: BufReader<Stream>,
+    eol: &'static str,
 }
 
 impl Client {
@@ -136,7 +147,12 @@ impl Client {
             }
         };
         let reader = BufReader::new(stream.try_clone().expect("clone"));
-        Client { writer: stream, reader }
+        Client { writer: stream, reader, eol: "\r\n" }
+    }
+
+    /// Connects to a JSON-RPC listener (lines end with `\n`, no greeting).
+    pub fn jsonrpc(addr: &Address) -> Client {
+        Client { eol: "\n", ..Client::connect(addr) }
     }
 
     /// Connects, reads the greeting and negotiates `oob`.
@@ -154,7 +170,7 @@ impl Client {
     pub fn clone_writer(&self) -> Client {
         let writer = self.writer.try_clone().expect("clone");
         let reader = BufReader::new(self.writer.try_clone().expect("clone"));
-        Client { writer, reader }
+        Client { writer, reader, eol: self.eol }
     }
 
     /// Sends raw bytes exactly as given.
@@ -181,8 +197,9 @@ impl Client {
             Ok(_) => {}
             Err(e) => panic!("no reply within {READ_TIMEOUT:?}: {e}"),
         }
-        assert!(line.ends_with("\r\n"), "line not ended by CRLF: {line:?}");
-        line.truncate(line.len() - 2);
+        let ending = if self.eol == "\n" { !line.ends_with("\r\n") } else { true };
+        assert!(line.ends_with(self.eol) && ending, "line not ended by {:?}: {line:?}", self.eol);
+        line.truncate(line.len() - self.eol.len());
         line
     }
 

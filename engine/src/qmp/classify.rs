@@ -29,11 +29,16 @@ pub(crate) struct Request<'t, 'i> {
     pub(crate) target: Result<Target<'t, 'i>, CommandError>,
 }
 
-/// A command name with its (unchecked) arguments.
+/// A command name with its (unchecked) arguments; JSON-RPC classifies into the same shape.
 #[derive(Debug)]
 pub(crate) struct Target<'t, 'i> {
     pub(crate) name: &'i str,
     pub(crate) args: Option<&'t [Node<'i>]>,
+}
+
+impl Target<'_, '_> {
+    /// Placeholder before classification finishes.
+    pub(crate) const EMPTY: Target<'static, 'static> = Target { name: "", args: None };
 }
 
 /// Arguments of `qmp_capabilities`.

@@ -4,7 +4,7 @@
 
 use std::time::UNIX_EPOCH;
 
-use crate::registry::{CommandError, Event, Outcome, VersionInfo};
+use crate::registry::{CommandError, Event, VersionInfo};
 
 /// Line terminator QEMU uses and line-reading clients (qemu.qmp, libvirt) expect.
 const EOL: &[u8] = b"\r\n";
@@ -40,25 +40,6 @@ pub(crate) fn error(out: &mut Vec<u8>, err: &CommandError, id: &[u8]) {
     serde_json::to_writer(&mut *out, &err.desc).expect("a string always encodes");
     out.push(b'}');
     end_reply(out, id);
-}
-
-/// The reply to an executed in-band command.
-pub(crate) fn reply(out: &mut Vec<u8>, outcome: &Outcome, id: &[u8]) {
-    match outcome {
-        Ok(value) => {
-            let mark = out.len();
-            begin_return(out);
-            match value.encode(out) {
-                Ok(()) => end_reply(out, id),
-                Err(e) => {
-                    out.truncate(mark);
-                    let err = CommandError::generic(format!("cannot encode the result: {e}"));
-                    error(out, &err, id);
-                }
-            }
-        }
-        Err(err) => error(out, err, id),
-    }
 }
 
 /// An event, with QEMU's timestamp shape.

@@ -4,8 +4,8 @@
 mod classify;
 mod encode;
 
-pub(crate) use classify::{CapabilitiesArgs, Mode, classify};
-pub(crate) use encode::{begin_return, end_reply, error, event, greeting, reply};
+pub(crate) use classify::{CapabilitiesArgs, Mode, Target, classify};
+pub(crate) use encode::{begin_return, end_reply, error, event, greeting};
 
 /// The negotiation command, handled by the session itself rather than the registry.
 pub(crate) const CAPABILITIES: &str = "qmp_capabilities";

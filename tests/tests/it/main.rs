@@ -6,6 +6,8 @@ mod bad_input;
 mod binary;
 mod flow;
 mod ids;
+mod jsonrpc;
+mod loadgen;
 mod oob;
 mod ordering;
 mod session;
