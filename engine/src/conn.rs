@@ -17,7 +17,8 @@ use crate::job::ConnId;
 use crate::lane::Lane;
 use crate::peek::PADDING;
 use crate::qmp::Mode;
-use crate::reply::Form;
+use crate::registry::Outcome;
+use crate::reply::{self, Form};
 
 /// Initial read buffer size: a few typical control-plane messages, so idle connections stay
 /// cheap; it grows (doubling) only for larger messages.
@@ -211,6 +212,24 @@ pub(crate) struct Conn<S, V> {
 }
 
 impl<S, V> Session<S, V> {
+    pub(crate) fn new(id: ConnId, dialect: Dialect) -> Self {
+        Session {
+            id,
+            dialect,
+            output: Output::default(),
+            lane: Lane::default(),
+            mode: Mode::Negotiating,
+            rpc_form: Form::Rpc1,
+            closing: false,
+        }
+    }
+
+    /// The executor's outcome for this session's oldest in-flight request: write its reply
+    /// (and the ready replies queued behind it).
+    pub(crate) fn complete(&mut self, outcome: &Outcome) {
+        self.lane.complete(&mut self.output.buf, |out, to| reply::outcome(out, to, outcome));
+    }
+
     /// Every request has its reply written to the socket.
     pub(crate) fn is_answered(&self) -> bool {
         self.lane.is_idle() && self.output.pending() == 0
@@ -222,15 +241,7 @@ impl<S, V> Conn<S, V> {
         Conn {
             stream,
             input: Input::new(max_message),
-            session: Session {
-                id,
-                dialect,
-                output: Output::default(),
-                lane: Lane::default(),
-                mode: Mode::Negotiating,
-                rpc_form: Form::Rpc1,
-                closing: false,
-            },
+            session: Session::new(id, dialect),
             readable: true,
             writable: true,
             read_closed: false,

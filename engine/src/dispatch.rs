@@ -15,7 +15,7 @@ use simd_json::Node;
 
 use crate::config::Limits;
 use crate::conn::{Dialect, Input, Session};
-use crate::framer::{Frame, copy_compact};
+use crate::framer::{Frame, Step, copy_compact};
 use crate::job::{Job, Work};
 use crate::jsonrpc;
 use crate::lane::{Lane, Pushed};
@@ -80,6 +80,24 @@ impl<S, V> Worker<S, V> {
 
     fn counters(&self) -> &ThreadStats {
         &self.stats.threads[self.thread]
+    }
+
+    /// Handles every complete message in a connection's read buffer. Stops at a protocol
+    /// error that closes the session (JSON-RPC).
+    pub(crate) fn handle_input(&mut self, input: &mut Input, conn: &mut Session<S, V>) {
+        while !conn.closing {
+            match input.next_frame() {
+                Step::Frame(frame) => self.on_frame(input, conn, frame),
+                Step::TooLarge => {
+                    let limit = self.limits.max_message_bytes;
+                    self.bad_input(
+                        conn,
+                        &format!("JSON parse error, message exceeds {limit} bytes"),
+                    );
+                }
+                Step::Incomplete => return,
+            }
+        }
     }
 
     /// Handles one framed message of a connection.

@@ -22,21 +22,44 @@ const BATCH: usize = 256;
 
 /// The executor and everything it owns.
 pub(crate) struct Executor<S, V> {
-    pub(crate) state: S,
-    pub(crate) shared: Arc<V>,
-    pub(crate) rx: Receiver<Job<S, V>>,
-    pub(crate) mailboxes: Arc<[Mailbox]>,
-    pub(crate) stats: Arc<Stats>,
-    pub(crate) info: Arc<ServerInfo>,
+    state: S,
+    shared: Arc<V>,
+    rx: Receiver<Job<S, V>>,
+    mailboxes: Arc<[Mailbox]>,
+    stats: Arc<Stats>,
+    info: Arc<ServerInfo>,
     /// Parser threads that have not yet reported `ParserDone`.
-    pub(crate) parsers_left: usize,
-    pub(crate) shutting_down: bool,
+    parsers_left: usize,
+    shutting_down: bool,
     /// Private latency histograms, folded into `stats` every `PUBLISH_EVERY`.
-    pub(crate) local: ExecutorHistograms,
-    pub(crate) last_publish: Instant,
+    local: ExecutorHistograms,
+    last_publish: Instant,
 }
 
 impl<S, V> Executor<S, V> {
+    pub(crate) fn new(
+        state: S,
+        shared: Arc<V>,
+        rx: Receiver<Job<S, V>>,
+        mailboxes: Arc<[Mailbox]>,
+        stats: Arc<Stats>,
+        info: Arc<ServerInfo>,
+    ) -> Self {
+        let parsers_left = mailboxes.len();
+        Executor {
+            state,
+            shared,
+            rx,
+            mailboxes,
+            stats,
+            info,
+            parsers_left,
+            shutting_down: false,
+            local: ExecutorHistograms::new(),
+            last_publish: Instant::now(),
+        }
+    }
+
     /// Runs until every parser thread has drained and exited.
     pub(crate) fn run(mut self) {
         while self.parsers_left > 0 {

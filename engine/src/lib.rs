@@ -38,6 +38,7 @@
 //! - `registry`: the public command API.
 //! - `stats`: counters and latency histograms for `query-stats`.
 //! - [`demo`]: the demo command set.
+//! - `internals` (feature `internals`): hot-path pieces for the benchmarks.
 
 mod address;
 mod config;
@@ -47,6 +48,8 @@ mod dispatch;
 mod error;
 mod executor;
 mod framer;
+#[cfg(feature = "internals")]
+pub mod internals;
 mod job;
 mod jsonrpc;
 mod lane;

@@ -16,12 +16,10 @@ use slab::Slab;
 
 use crate::conn::{Conn, Dialect, Stream};
 use crate::dispatch::Worker;
-use crate::framer::Step;
 use crate::job::{ConnId, Inbox, Job, Mailbox, Work};
 use crate::listener::Listener;
 use crate::qmp::{self, Mode};
 use crate::registry::Event;
-use crate::reply;
 use crate::stats::bump;
 
 /// Token of the executor's waker.
@@ -188,13 +186,10 @@ impl<S, V> ParserThread<S, V> {
             match message {
                 Inbox::Reply { conn, outcome } => {
                     let Some(c) = self.conns.get_mut(conn.key as usize) else { continue };
-                    let session = &mut c.session;
-                    if session.id != conn {
+                    if c.session.id != conn {
                         continue; // its connection closed; the slot has a new tenant
                     }
-                    session.lane.complete(&mut session.output.buf, |out, to| {
-                        reply::outcome(out, to, &outcome);
-                    });
+                    c.session.complete(&outcome);
                     self.activate(conn.key as usize);
                 }
                 Inbox::Event(event) => self.broadcast(&event),
@@ -320,22 +315,9 @@ impl<S, V> ParserThread<S, V> {
 
     fn handle_frames(&mut self, key: usize) {
         let conn = &mut self.conns[key];
-        loop {
-            if conn.session.closing {
-                conn.read_closed = true; // JSON-RPC protocol error: no resynchronising
-                return;
-            }
-            match conn.input.next_frame() {
-                Step::Frame(frame) => {
-                    self.worker.on_frame(&mut conn.input, &mut conn.session, frame);
-                }
-                Step::TooLarge => {
-                    let limit = self.worker.limits.max_message_bytes;
-                    let desc = format!("JSON parse error, message exceeds {limit} bytes");
-                    self.worker.bad_input(&mut conn.session, &desc);
-                }
-                Step::Incomplete => return,
-            }
+        self.worker.handle_input(&mut conn.input, &mut conn.session);
+        if conn.session.closing {
+            conn.read_closed = true; // JSON-RPC protocol error: no resynchronising
         }
     }
 

@@ -192,6 +192,18 @@ pub(crate) struct ServerInfo {
     pub(crate) version: VersionInfo,
 }
 
+impl ServerInfo {
+    pub(crate) fn new<S: Send + 'static, V: Send + Sync + 'static>(
+        registry: &Registry<S, V>,
+        package: String,
+    ) -> Self {
+        ServerInfo {
+            commands: registry.command_infos(),
+            version: VersionInfo { qemu: VersionTriple { micro: 0, minor: 1, major: 0 }, package },
+        }
+    }
+}
+
 /// What an in-band handler gets: the executor's state, plus the means to emit events and to
 /// ask for shutdown (both take effect after the handler returns, events before its reply).
 #[derive(Debug)]
@@ -249,6 +261,10 @@ impl Event {
 pub(crate) struct Reply(Box<dyn EncodeJson + Send>);
 
 impl Reply {
+    pub(crate) fn new(value: impl Serialize + Send + 'static) -> Reply {
+        Reply(Box::new(value))
+    }
+
     pub(crate) fn encode(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
         self.0.encode(out)
     }
@@ -339,7 +355,7 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Registry<S, V> {
             let args: A = peeker.decode(args).map_err(CommandError::invalid_arguments)?;
             let handler = Arc::clone(&handler);
             Ok(Box::new(move |exec: &mut Exec<'_, S, V>| {
-                handler(exec, args).map(|r| Reply(Box::new(r)))
+                handler(exec, args).map(Reply::new)
             }))
         });
         self.add(name, Command { lane: Lane::InBand, prepare, run_oob: None })
@@ -363,7 +379,7 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Registry<S, V> {
             let args: A = peeker.decode(args).map_err(CommandError::invalid_arguments)?;
             let handler = Arc::clone(&inband);
             Ok(Box::new(move |exec: &mut Exec<'_, S, V>| {
-                handler(&exec.ctx, args).map(|r| Reply(Box::new(r)))
+                handler(&exec.ctx, args).map(Reply::new)
             }))
         });
         let run_oob: RunOob<V> = Box::new(move |ctx, peeker, args, out| {

@@ -23,8 +23,8 @@ use crate::executor::Executor;
 use crate::job::{ConnId, Job, Mailbox, Work};
 use crate::listener::{self, ListenSocket, Listener};
 use crate::parser::{ParserThread, WAKER};
-use crate::registry::{Event, Registry, ServerInfo, ShutdownHook, VersionInfo, VersionTriple};
-use crate::stats::{ExecutorHistograms, Stats, StatsSnapshot};
+use crate::registry::{Event, Registry, ServerInfo, ShutdownHook};
+use crate::stats::{Stats, StatsSnapshot};
 use crate::{Address, Error};
 
 /// Entry point of the engine.
@@ -66,13 +66,7 @@ impl Server {
         let mailboxes: Arc<[Mailbox]> = mailboxes.into();
         let (jobs, jobs_rx) = crossbeam_channel::bounded(config.limits.queue_capacity);
         let stats = Arc::new(Stats::new(threads));
-        let info = Arc::new(ServerInfo {
-            commands: registry.command_infos(),
-            version: VersionInfo {
-                qemu: VersionTriple { micro: 0, minor: 1, major: 0 },
-                package: config.package.clone(),
-            },
-        });
+        let info = Arc::new(ServerInfo::new(&registry, config.package.clone()));
         let Registry { state, shared, commands, on_shutdown } = registry;
         let commands = Arc::new(commands);
         let cores =
@@ -97,18 +91,8 @@ impl Server {
             let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
             handles.push(spawn(format!("engine-parser-{i}"), core, move || parser.run())?);
         }
-        let executor = Executor {
-            state,
-            shared: Arc::clone(&shared),
-            rx: jobs_rx,
-            mailboxes,
-            stats: Arc::clone(&stats),
-            info,
-            parsers_left: threads,
-            shutting_down: false,
-            local: ExecutorHistograms::new(),
-            last_publish: Instant::now(),
-        };
+        let executor =
+            Executor::new(state, Arc::clone(&shared), jobs_rx, mailboxes, Arc::clone(&stats), info);
         // The executor gets a core of its own only if one is left over.
         let core = cores.get(threads).copied();
         handles.push(spawn("engine-executor".into(), core, move || executor.run())?);
