@@ -1,6 +1,7 @@
 //! Streaming framer: finds where each top-level JSON value starts and ends in a connection's
 //! read buffer, by counting `{}`/`[]` outside strings. Runs on the parser thread that owns the
-//! connection.
+//! connection; public because clients of both dialects need the same splitting (the load
+//! generator uses it for replies).
 //!
 //! It does not validate JSON (simd-json does that on the framed bytes); it only has to agree
 //! with any valid JSON on where a value ends, and resynchronise after garbage so that one bad
@@ -15,11 +16,11 @@ use std::ops::Range;
 
 /// Deepest nesting accepted, as in QEMU (`MAX_NESTING` in `qobject/json-streamer.c`) and
 /// simdjson's default: deeper values are answered with an error, never parsed.
-pub(crate) const MAX_DEPTH: u32 = 1024;
+pub const MAX_DEPTH: u32 = 1024;
 
 /// What the framer found next.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Step {
+pub enum Step {
     /// A complete top-level value.
     Frame(Frame),
     /// A value longer than the size limit ended; its bytes were dropped while scanning.
@@ -30,13 +31,13 @@ pub(crate) enum Step {
 
 /// One complete top-level value in the buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Frame {
+pub struct Frame {
     /// Where the value lies in the buffer.
-    pub(crate) range: Range<usize>,
+    pub range: Range<usize>,
     /// Raw bytes of the value of a top-level `"id"` member, whitespace included.
-    pub(crate) id: Option<Range<usize>>,
+    pub id: Option<Range<usize>>,
     /// Nested deeper than [`MAX_DEPTH`]: answer an error without parsing.
-    pub(crate) too_deep: bool,
+    pub too_deep: bool,
 }
 
 /// Where the scanner is within the stream.
@@ -55,7 +56,7 @@ enum State {
 /// The streaming scanner. Offsets are indices into the owner's buffer; when the owner drops
 /// consumed bytes from the front it calls [`Framer::shift`].
 #[derive(Debug)]
-pub(crate) struct Framer {
+pub struct Framer {
     state: State,
     /// Start of the value being scanned (valid unless `state == Between`).
     start: usize,
@@ -85,7 +86,8 @@ pub(crate) struct Framer {
 }
 
 impl Framer {
-    pub(crate) fn new(max_len: usize) -> Framer {
+    /// A framer that reports values longer than `max_len` bytes as [`Step::TooLarge`].
+    pub fn new(max_len: usize) -> Framer {
         Framer {
             state: State::Between,
             start: 0,
@@ -105,7 +107,7 @@ impl Framer {
     }
 
     /// Scans `buf` (the filled part of the read buffer) for the next complete value.
-    pub(crate) fn next(&mut self, buf: &[u8]) -> Step {
+    pub fn next(&mut self, buf: &[u8]) -> Step {
         while self.pos < buf.len() {
             let done = match self.state {
                 State::Between => {
@@ -128,7 +130,7 @@ impl Framer {
 
     /// Bytes before this index are no longer needed: everything framed so far, and while an
     /// oversized value is being skipped, everything scanned of it.
-    pub(crate) fn keep_from(&self) -> usize {
+    pub fn keep_from(&self) -> usize {
         match self.state {
             State::Between => self.pos,
             _ if self.discarding => self.pos,
@@ -137,7 +139,7 @@ impl Framer {
     }
 
     /// The owner dropped `n` bytes (at most [`Framer::keep_from`]) from the buffer's front.
-    pub(crate) fn shift(&mut self, n: usize) {
+    pub fn shift(&mut self, n: usize) {
         let back = |i: usize| i.saturating_sub(n);
         self.pos -= n;
         self.start = back(self.start);

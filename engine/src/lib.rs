@@ -26,7 +26,7 @@
 //! - `listener`: per-thread listening sockets (`SO_REUSEPORT`).
 //! - `parser`: the parser thread's event loop.
 //! - `conn`: a connection's socket, read buffer and write buffer.
-//! - `framer`: splits the byte stream into JSON values.
+//! - [`framer`](Framer): splits the byte stream into JSON values (clients use it too).
 //! - `peek`: simd-json tape parsing in place, member lookup, argument decoding.
 //! - `dispatch`: per-message decisions: OOB now, in-band job, or error in order.
 //! - `qmp`: the QMP dialect: classification and encoding.
@@ -65,6 +65,7 @@ mod stats;
 pub use address::Address;
 pub use config::{Config, Limits};
 pub use error::Error;
+pub use framer::{Frame, Framer, MAX_DEPTH, Step};
 pub use registry::{
     CommandError, CommandInfo, Ctx, Empty, ErrorClass, Exec, Lane, NoArgs, Registry, VersionInfo,
     VersionTriple,

@@ -354,9 +354,7 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Registry<S, V> {
         let prepare: Prepare<S, V> = Box::new(move |peeker, args| {
             let args: A = peeker.decode(args).map_err(CommandError::invalid_arguments)?;
             let handler = Arc::clone(&handler);
-            Ok(Box::new(move |exec: &mut Exec<'_, S, V>| {
-                handler(exec, args).map(Reply::new)
-            }))
+            Ok(Box::new(move |exec: &mut Exec<'_, S, V>| handler(exec, args).map(Reply::new)))
         });
         self.add(name, Command { lane: Lane::InBand, prepare, run_oob: None })
     }
@@ -378,9 +376,7 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Registry<S, V> {
         let prepare: Prepare<S, V> = Box::new(move |peeker, args| {
             let args: A = peeker.decode(args).map_err(CommandError::invalid_arguments)?;
             let handler = Arc::clone(&inband);
-            Ok(Box::new(move |exec: &mut Exec<'_, S, V>| {
-                handler(&exec.ctx, args).map(Reply::new)
-            }))
+            Ok(Box::new(move |exec: &mut Exec<'_, S, V>| handler(&exec.ctx, args).map(Reply::new)))
         });
         let run_oob: RunOob<V> = Box::new(move |ctx, peeker, args, out| {
             let args: A = peeker.decode(args).map_err(CommandError::invalid_arguments)?;

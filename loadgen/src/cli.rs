@@ -1,0 +1,206 @@
+//! Command-line interface of the `loadgen` binary (clap lives only here and in `main.rs`).
+//!
+//! Maps flags onto the library's plain-data [`RunConfig`]; validation of values that clap
+//! cannot check happens once in `RunConfig::validate`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use loadgen::{Address, Backoff, Lane, Mode, Protocol, RunConfig, parse_lane, parse_workload};
+
+const EXAMPLES: &str = "\
+Examples:
+  # The main job: in-process engine, default mix (in-band `work` + exec-oob `ping`), 2 s
+  # warm-up + 10 s measured, report printed and saved under results/.
+  loadgen
+
+  # A running engine, 20k requests/s over 8 connections for 30 s:
+  loadgen --remote tcp:127.0.0.1:4444 --rate 20000 -c 8 -d 30s
+
+  # QEMU's own monitor (one QMP client per chardev: one -chardev/-mon pair per connection):
+  loadgen -r tcp:127.0.0.1:4444 -c 1 --lane 'name=status,cmd=query-status,rate=1000' \\
+          --lane 'name=yank,cmd=yank,oob,args={\"instances\": []},rate=100'
+
+  # An OVS JSON-RPC server (ovsdb-server): 'echo' is answered by every OVS server.
+  loadgen -r unix:/var/run/openvswitch/db.sock --protocol jsonrpc --lane cmd=echo,rate=2000
+
+  # Peak throughput (closed loop, 16 outstanding per connection), quoted against the
+  # loopback echo ceiling measured with the same shape:
+  loadgen --depth 16 --ceiling
+
+  # Failover across three remotes (shuffled, OVS-style backoff), errors expected:
+  loadgen -r tcp:127.0.0.1:4444 -r tcp:127.0.0.1:4445 -r unix:/run/e.sock --expect-errors
+
+  # Compare saved runs (ratios per percentile, one overlaid plot):
+  loadgen compare results/2026-01-02-030405-a results/2026-01-02-031500-b
+
+Lane spec: comma-separated key=value items:
+  name=NAME   label in reports and file names (default: the command)
+  cmd=CMD     command (QMP `execute`) or method (JSON-RPC)
+  args=JSON   arguments object (QMP) or params (JSON-RPC; an object is wrapped in [...])
+  oob         send as QMP `exec-oob` (exempt from the in-band order check)
+  rate=N      fixed requests/s across all connections, or
+  share=W     weight in --rate (open loop) or in the request mix (closed loop), default 1
+
+Exit status: 0 pass, 1 verification failure (duplicates, unknown ids, reordering,
+protocol errors; error replies, failed, missing or unsent requests unless --expect-errors)
+or a run that could not start, 2 bad usage.";
+
+/// Open-loop, coordinated-omission-corrected load generator for QMP and JSON-RPC servers.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", version, after_long_help = EXAMPLES, args_conflicts_with_subcommands = true)]
+#[command(long_about = "Open-loop, coordinated-omission-corrected load generator for QMP \
+(QEMU, the engine) and OVS JSON-RPC servers. Latency is measured from each request's \
+intended send time (constant-rate schedule per lane, µs timers), so a stalled server shows \
+up as latency, not as a lower rate; service time from the actual send is reported beside it. \
+Every reply is verified (ids, duplicates, in-band order). With no --remote, an in-process \
+engine is started and loaded.")]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+    #[command(flatten)]
+    pub(crate) run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Print saved runs side by side (ratios to the first) and write one overlaid plot.
+    Compare(CompareArgs),
+    /// Measure only the loopback echo ceiling for the given connections, depth and lanes.
+    Ceiling(Box<RunArgs>),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CompareArgs {
+    /// Run directories (each with summary.json and <lane>.hgrm), the first is the baseline.
+    #[arg(required = true, num_args = 2..)]
+    pub(crate) runs: Vec<PathBuf>,
+    /// Where to write compare.txt, compare.svg and compare.png [default: results/DATE-compare].
+    #[arg(short, long)]
+    pub(crate) out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum ProtocolArg {
+    /// QMP (QEMU monitor, the engine); negotiates `oob` when offered.
+    Qmp,
+    /// JSON-RPC 1.0 as Open vSwitch speaks it.
+    Jsonrpc,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// Server to load, `tcp:HOST:PORT` or `unix:PATH`; repeat for failover (each connection
+    /// shuffles the list and moves on when a remote drops). None: start an embedded engine.
+    #[arg(short, long = "remote", value_name = "ADDR")]
+    pub(crate) remotes: Vec<Address>,
+    /// Wire protocol of the remotes.
+    #[arg(long, value_enum, default_value = "qmp")]
+    pub(crate) protocol: ProtocolArg,
+    /// A lane of traffic (repeatable), e.g. 'name=work,cmd=work,args={"us":50},rate=5000'.
+    /// Default: work (share 9, {"us":20}) + exec-oob ping (share 1).
+    #[arg(short, long = "lane", value_name = "SPEC", value_parser = parse_lane)]
+    pub(crate) lanes: Vec<Lane>,
+    /// JSON workload file: {"lanes": [{"name":..,"cmd":..,"args":{..},"oob":bool,"rate":N}]}.
+    #[arg(short, long, value_name = "FILE", conflicts_with = "lanes")]
+    pub(crate) workload: Option<PathBuf>,
+    /// Total requests/s shared by lanes without their own rate (open loop).
+    #[arg(long, default_value_t = loadgen::DEFAULT_RATE)]
+    pub(crate) rate: f64,
+    /// Client connections.
+    #[arg(short, long, default_value_t = loadgen::DEFAULT_CONNECTIONS)]
+    pub(crate) connections: usize,
+    /// Driver threads (each an event loop over a share of the connections).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) threads: usize,
+    /// Measured duration, e.g. 10s, 1m30s, 500ms.
+    #[arg(short, long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub(crate) duration: Duration,
+    /// Warm-up before measuring (sent, verified, not recorded).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub(crate) warmup: Duration,
+    /// How long to wait for outstanding replies at the end before counting them missing.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub(crate) drain: Duration,
+    /// Closed loop: keep N requests outstanding per connection, as fast as possible
+    /// (peak throughput; latency is then service time).
+    #[arg(long, value_name = "N")]
+    pub(crate) depth: Option<usize>,
+    /// First reconnect backoff after the free tries (one per remote).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub(crate) backoff_min: Duration,
+    /// Backoff cap (doubling from --backoff-min).
+    #[arg(long, default_value = "8s", value_parser = humantime::parse_duration)]
+    pub(crate) backoff_max: Duration,
+    /// Give up on a connect attempt after this long.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub(crate) connect_timeout: Duration,
+    /// Interval log period.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub(crate) interval: Duration,
+    /// Try the remotes in the order given instead of shuffling them per connection.
+    #[arg(long)]
+    pub(crate) no_shuffle: bool,
+    /// Seed for the remote shuffle (default: random).
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+    /// Error replies and failed/missing requests do not fail the run (e.g. failover tests).
+    #[arg(long)]
+    pub(crate) expect_errors: bool,
+    /// Also measure the loopback echo ceiling (same connections, depth, requests) first and
+    /// quote throughput as a fraction of it.
+    #[arg(long)]
+    pub(crate) ceiling: bool,
+    /// Label for the results directory and report.
+    #[arg(long, default_value = "run")]
+    pub(crate) label: String,
+    /// Results directory [default: results/<YYYY-MM-DD>-<HHMMSS>-<label>, UTC].
+    #[arg(short, long, value_name = "DIR")]
+    pub(crate) out: Option<PathBuf>,
+    /// Do not write a results directory.
+    #[arg(long, conflicts_with = "out")]
+    pub(crate) no_save: bool,
+    /// Print summary JSON on stdout instead of the table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+impl RunArgs {
+    /// The library configuration these flags describe.
+    pub(crate) fn to_config(&self) -> anyhow::Result<RunConfig> {
+        let lanes = match (&self.workload, self.lanes.is_empty()) {
+            (Some(path), _) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read workload {}: {e}", path.display()))?;
+                parse_workload(&text)?
+            }
+            (None, false) => self.lanes.clone(),
+            (None, true) => loadgen::default_lanes(),
+        };
+        let config = RunConfig {
+            remotes: self.remotes.clone(),
+            protocol: match self.protocol {
+                ProtocolArg::Qmp => Protocol::Qmp,
+                ProtocolArg::Jsonrpc => Protocol::JsonRpc,
+            },
+            lanes,
+            rate: self.rate,
+            connections: self.connections,
+            threads: self.threads,
+            warmup: self.warmup,
+            duration: self.duration,
+            drain: self.drain,
+            mode: self.depth.map_or(Mode::Open, |depth| Mode::Closed { depth }),
+            backoff: Backoff { min: self.backoff_min, max: self.backoff_max },
+            connect_timeout: self.connect_timeout,
+            shuffle_remotes: !self.no_shuffle,
+            seed: self.seed,
+            expect_errors: self.expect_errors,
+            interval: self.interval,
+            label: self.label.clone(),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}

@@ -1,0 +1,190 @@
+//! `RunConfig`: everything one run needs, as plain data with `Default`.
+//!
+//! The binary maps its CLI onto this; tests and embedders build it with struct update
+//! syntax. [`RunConfig::validate`] is called once by `run`; nothing here is consulted on the
+//! send path except through the plan built from it.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::Address;
+use crate::Error;
+use crate::workload::{Lane, check_lanes, default_lanes};
+
+/// Default total rate for share lanes: comfortable for the engine and loadgen together on a
+/// 2-core machine, high enough that percentiles up to p99.99 have samples in 10 s.
+pub const DEFAULT_RATE: f64 = 5000.0;
+
+/// Default connections: enough to exercise several parser threads and the in-band total
+/// order across sessions, few enough that each gets a meaningful per-connection rate.
+pub const DEFAULT_CONNECTIONS: usize = 4;
+
+/// Which wire dialect the remotes speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// QMP (QEMU's monitor, the engine's QMP listeners).
+    Qmp,
+    /// JSON-RPC 1.0 as OVS speaks it (ovsdb-server, the engine's JSON-RPC listeners).
+    JsonRpc,
+    /// Raw echo: every request comes back byte for byte (the loopback ceiling).
+    Echo,
+}
+
+/// How requests are paced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Constant-rate schedules; latency measured from the intended send time.
+    Open,
+    /// `depth` requests outstanding per connection, as fast as replies come (peak throughput).
+    Closed {
+        /// Requests kept in flight per connection.
+        depth: usize,
+    },
+}
+
+/// OVS-style reconnect backoff (`lib/reconnect.c`): after one free try per remote, wait
+/// `min`, doubling up to `max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Backoff {
+    /// First non-zero backoff (OVS default 1 s).
+    pub min: Duration,
+    /// Cap (OVS default 8 s).
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { min: Duration::from_secs(1), max: Duration::from_secs(8) }
+    }
+}
+
+/// One run's configuration.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunConfig {
+    /// Servers to load; empty means "start an embedded engine" (`run` fills it in).
+    #[serde(serialize_with = "display_all")]
+    pub remotes: Vec<Address>,
+    /// Wire dialect of every remote.
+    pub protocol: Protocol,
+    /// What to send.
+    pub lanes: Vec<Lane>,
+    /// Total rate in requests/s shared by lanes without a fixed rate (open loop).
+    pub rate: f64,
+    /// Client connections, spread over `threads` driver threads.
+    pub connections: usize,
+    /// Driver threads (each runs its own event loop over a slice of the connections).
+    pub threads: usize,
+    /// Traffic sent but not recorded, before the measured window.
+    pub warmup: Duration,
+    /// Measured window.
+    pub duration: Duration,
+    /// How long to wait for outstanding replies after the last send; what is still missing
+    /// then is reported as missing.
+    pub drain: Duration,
+    /// Open or closed loop.
+    pub mode: Mode,
+    /// Reconnect backoff.
+    pub backoff: Backoff,
+    /// Give up on one connect attempt after this long.
+    pub connect_timeout: Duration,
+    /// Shuffle the remote list per connection (OVS does, to spread clients); when false every
+    /// connection tries the remotes in the order given.
+    pub shuffle_remotes: bool,
+    /// Seed for the per-connection remote shuffle; `None` draws one.
+    pub seed: Option<u64>,
+    /// Error replies, failed or missing requests do not make the run fail.
+    pub expect_errors: bool,
+    /// Period of the interval log.
+    pub interval: Duration,
+    /// Free-form label for the results directory and reports.
+    pub label: String,
+}
+
+fn display_all<S: serde::Serializer>(remotes: &[Address], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(remotes.iter().map(ToString::to_string))
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            remotes: Vec::new(),
+            protocol: Protocol::Qmp,
+            lanes: default_lanes(),
+            rate: DEFAULT_RATE,
+            connections: DEFAULT_CONNECTIONS,
+            threads: 1,
+            warmup: Duration::from_secs(2),
+            duration: Duration::from_secs(10),
+            drain: Duration::from_secs(2),
+            mode: Mode::Open,
+            backoff: Backoff::default(),
+            connect_timeout: Duration::from_secs(2),
+            shuffle_remotes: true,
+            seed: None,
+            expect_errors: false,
+            interval: Duration::from_secs(1),
+            label: String::from("run"),
+        }
+    }
+}
+
+impl RunConfig {
+    /// Checks the configuration once, before anything connects.
+    pub fn validate(&self) -> Result<(), Error> {
+        check_lanes(&self.lanes)?;
+        let fail = |why: &str| Err(Error::Config(why.into()));
+        if self.connections == 0 {
+            return fail("--connections must be at least 1");
+        }
+        if self.threads == 0 || self.threads > self.connections {
+            return fail("--threads must be between 1 and --connections");
+        }
+        if self.duration.is_zero() {
+            return fail("--duration must be positive");
+        }
+        if !(self.rate.is_finite() && self.rate > 0.0) {
+            return fail("--rate must be a positive number");
+        }
+        if self.mode == (Mode::Closed { depth: 0 }) {
+            return fail("--depth must be at least 1");
+        }
+        if self.backoff.min.is_zero() || self.backoff.max < self.backoff.min {
+            return fail("backoff must satisfy 0 < min <= max");
+        }
+        if self.interval.is_zero() {
+            return fail("--interval must be positive");
+        }
+        if self.protocol == Protocol::Qmp
+            && let Some(lane) = self
+                .lanes
+                .iter()
+                .find(|l| !matches!(l.args, None | Some(serde_json::Value::Object(_))))
+        {
+            return Err(Error::Config(format!(
+                "lane '{}': QMP arguments must be an object",
+                lane.name
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_and_bad_values_are_named() {
+        RunConfig::default().validate().unwrap();
+        let bad = RunConfig { connections: 0, ..RunConfig::default() };
+        assert!(bad.validate().unwrap_err().to_string().contains("--connections"));
+        let bad = RunConfig { mode: Mode::Closed { depth: 0 }, ..RunConfig::default() };
+        assert!(bad.validate().unwrap_err().to_string().contains("--depth"));
+        let mut bad = RunConfig::default();
+        bad.lanes[0].args = Some(serde_json::json!([1]));
+        assert!(bad.validate().unwrap_err().to_string().contains("object"));
+    }
+}

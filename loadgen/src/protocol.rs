@@ -1,0 +1,271 @@
+//! Client side of the wire dialects: request encoding and message classification.
+//!
+//! Requests are pre-encoded per lane into a [`Template`] (the bytes before and after the id),
+//! so sending costs one copy and one integer format. Incoming messages are classified with
+//! serde into a [`Message`]; ids are numbers this client chose, so the reply's id is matched
+//! as a `u64`. Runs on driver threads; logs nothing per message.
+//!
+//! - QMP (PROTOCOL.md §1, QEMU `qmp-spec.rst`): greeting, `qmp_capabilities` enabling `oob`
+//!   when offered, `{"execute"|"exec-oob": C, "arguments": A, "id": N}`, replies with
+//!   `return` or `error`, events ignored.
+//! - JSON-RPC 1.0 as OVS (`lib/jsonrpc.c`): `{"method": M, "params": P, "id": N}`, replies
+//!   with non-null `result` or non-null `error`; the server's `echo` probes are answered.
+//! - Echo (loopback ceiling): the request itself comes back and counts as a reply.
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::Value;
+
+use crate::config::Protocol;
+use crate::workload::Lane;
+
+/// A lane's request with a hole for the id.
+#[derive(Debug, Clone)]
+pub(crate) struct Template {
+    /// Everything up to and including `"id":`.
+    prefix: Vec<u8>,
+}
+
+/// What follows the id: close the object; the newline keeps line-reading servers happy and
+/// costs one byte.
+const SUFFIX: &[u8] = b"}\n";
+
+impl Template {
+    /// Pre-encodes `lane` for `protocol`.
+    pub(crate) fn new(protocol: Protocol, lane: &Lane) -> Template {
+        let cmd = Value::String(lane.cmd.clone());
+        let mut text = match protocol {
+            Protocol::Qmp | Protocol::Echo => {
+                let verb = if lane.oob { "exec-oob" } else { "execute" };
+                format!("{{\"{verb}\":{cmd}")
+            }
+            Protocol::JsonRpc => format!("{{\"method\":{cmd}"),
+        };
+        match (protocol, &lane.args) {
+            (Protocol::JsonRpc, None) => text.push_str(",\"params\":[]"),
+            (Protocol::JsonRpc, Some(args @ Value::Array(_))) => {
+                text.push_str(&format!(",\"params\":{args}"));
+            }
+            (Protocol::JsonRpc, Some(args)) => text.push_str(&format!(",\"params\":[{args}]")),
+            (_, Some(args)) => text.push_str(&format!(",\"arguments\":{args}")),
+            (_, None) => {}
+        }
+        text.push_str(",\"id\":");
+        Template { prefix: text.into_bytes() }
+    }
+
+    /// Appends the request with `id` to `out`.
+    pub(crate) fn encode(&self, id: u64, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.prefix);
+        let mut digits = [0u8; 20];
+        out.extend_from_slice(format_u64(id, &mut digits));
+        out.extend_from_slice(SUFFIX);
+    }
+}
+
+/// Formats `n` in decimal into `buf` without allocating.
+fn format_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+/// The QMP negotiation request; `oob` only when the greeting offered it.
+pub(crate) fn qmp_capabilities(oob: bool) -> &'static [u8] {
+    if oob {
+        b"{\"execute\":\"qmp_capabilities\",\"arguments\":{\"enable\":[\"oob\"]}}\n"
+    } else {
+        b"{\"execute\":\"qmp_capabilities\"}\n"
+    }
+}
+
+/// One classified incoming message.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Message {
+    /// A reply carrying one of our numeric ids; `ok` is false for an error reply.
+    Reply {
+        /// The id.
+        id: u64,
+        /// `return`/`result` (true) or `error` (false).
+        ok: bool,
+    },
+    /// A reply without an id (QMP answers unparsable input, and `qmp_capabilities`, so).
+    Anonymous {
+        /// As for `Reply`.
+        ok: bool,
+    },
+    /// A reply whose id is not a number we could have sent.
+    ForeignId,
+    /// The QMP greeting.
+    Greeting {
+        /// The server offers the `oob` capability.
+        oob: bool,
+    },
+    /// A QMP event or JSON-RPC notification: ignored, counted.
+    Event,
+    /// A JSON-RPC request from the server; the bytes are our reply (OVS `echo`), if any.
+    ServerRequest(Option<Vec<u8>>),
+    /// Not valid JSON, or a JSON shape no dialect allows here.
+    Malformed,
+}
+
+/// Every member any dialect's message may carry; unknown members are ignored.
+#[derive(Deserialize)]
+struct Raw {
+    id: Option<Value>,
+    #[serde(rename = "return")]
+    ret: Option<IgnoredAny>,
+    result: Option<IgnoredAny>,
+    error: Option<IgnoredAny>,
+    event: Option<IgnoredAny>,
+    method: Option<String>,
+    params: Option<Value>,
+    #[serde(rename = "QMP")]
+    qmp: Option<Greeting>,
+}
+
+#[derive(Deserialize)]
+struct Greeting {
+    #[serde(default)]
+    capabilities: Vec<Value>,
+}
+
+/// Classifies one framed message.
+pub(crate) fn classify(protocol: Protocol, bytes: &[u8]) -> Message {
+    let Ok(raw) = serde_json::from_slice::<Raw>(bytes) else {
+        return Message::Malformed;
+    };
+    if protocol == Protocol::Echo {
+        return match raw.id.as_ref().and_then(Value::as_u64) {
+            Some(id) => Message::Reply { id, ok: true },
+            None => Message::ForeignId,
+        };
+    }
+    if let Some(greeting) = raw.qmp {
+        let oob = greeting.capabilities.iter().any(|c| c == "oob");
+        return Message::Greeting { oob };
+    }
+    if raw.event.is_some() && protocol == Protocol::Qmp {
+        return Message::Event;
+    }
+    if let Some(method) = raw.method {
+        return server_request(&method, raw.id, raw.params);
+    }
+    let ok = match (raw.ret.or(raw.result).is_some(), raw.error.is_some()) {
+        (true, false) => true,
+        (false, true) => false,
+        _ => return Message::Malformed,
+    };
+    match raw.id {
+        None => Message::Anonymous { ok },
+        Some(id) => id.as_u64().map_or(Message::ForeignId, |id| Message::Reply { id, ok }),
+    }
+}
+
+/// A JSON-RPC message from the server with a `method`: answer `echo`, ignore the rest.
+fn server_request(method: &str, id: Option<Value>, params: Option<Value>) -> Message {
+    match (method, id) {
+        ("echo", Some(id)) => {
+            let params = params.unwrap_or_else(|| Value::Array(Vec::new()));
+            let reply = serde_json::json!({"id": id, "result": params, "error": null});
+            let mut bytes = serde_json::to_vec(&reply).unwrap_or_default();
+            bytes.push(b'\n');
+            Message::ServerRequest(Some(bytes))
+        }
+        (_, None) => Message::Event,
+        (_, Some(_)) => Message::ServerRequest(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn encoded(protocol: Protocol, lane: &Lane, id: u64) -> Value {
+        let mut out = Vec::new();
+        Template::new(protocol, lane).encode(id, &mut out);
+        assert!(out.ends_with(b"}\n"));
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn encodes_qmp_and_jsonrpc_requests() {
+        let work = Lane::new("w", "work", Some(json!({"us": 50})), false);
+        let ping = Lane::new("p", "ping", None, true);
+        assert_eq!(
+            encoded(Protocol::Qmp, &work, 7),
+            json!({"execute": "work", "arguments": {"us": 50}, "id": 7})
+        );
+        assert_eq!(encoded(Protocol::Qmp, &ping, 0), json!({"exec-oob": "ping", "id": 0}));
+        assert_eq!(
+            encoded(Protocol::JsonRpc, &work, u64::MAX),
+            json!({"method": "work", "params": [{"us": 50}], "id": u64::MAX})
+        );
+        assert_eq!(
+            encoded(Protocol::JsonRpc, &ping, 1),
+            json!({"method": "ping", "params": [], "id": 1})
+        );
+    }
+
+    #[test]
+    fn classifies_qmp_messages() {
+        let q = |s: &str| classify(Protocol::Qmp, s.as_bytes());
+        let greeting = r#"{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": ["oob"]}}"#;
+        assert_eq!(q(greeting), Message::Greeting { oob: true });
+        assert_eq!(
+            q(r#"{"QMP": {"version": {}, "capabilities": []}}"#),
+            Message::Greeting { oob: false }
+        );
+        assert_eq!(q(r#"{"return": {}, "id": 5}"#), Message::Reply { id: 5, ok: true });
+        assert_eq!(
+            q(r#"{"error": {"class": "GenericError", "desc": "x"}, "id": 6}"#),
+            Message::Reply { id: 6, ok: false }
+        );
+        assert_eq!(q(r#"{"return": {}}"#), Message::Anonymous { ok: true });
+        assert_eq!(q(r#"{"return": {}, "id": "x"}"#), Message::ForeignId);
+        assert_eq!(
+            q(r#"{"event": "STOP", "timestamp": {"seconds": 1, "microseconds": 2}}"#),
+            Message::Event
+        );
+        assert_eq!(q(r#"{"id": 5}"#), Message::Malformed);
+        assert_eq!(q("{nope"), Message::Malformed);
+    }
+
+    #[test]
+    fn classifies_jsonrpc_messages_and_answers_echo() {
+        let j = |s: &str| classify(Protocol::JsonRpc, s.as_bytes());
+        assert_eq!(
+            j(r#"{"id": 3, "result": {}, "error": null}"#),
+            Message::Reply { id: 3, ok: true }
+        );
+        assert_eq!(
+            j(r#"{"id": 4, "result": null, "error": {"error": "x"}}"#),
+            Message::Reply { id: 4, ok: false }
+        );
+        assert_eq!(
+            j(r#"{"jsonrpc": "2.0", "id": 4, "error": {"code": -32601, "message": "m"}}"#),
+            Message::Reply { id: 4, ok: false }
+        );
+        assert_eq!(j(r#"{"id": null, "method": "update", "params": []}"#), Message::Event);
+        let Message::ServerRequest(Some(reply)) =
+            j(r#"{"id": "echo", "method": "echo", "params": []}"#)
+        else {
+            panic!("echo must be answered");
+        };
+        let reply: Value = serde_json::from_slice(&reply).unwrap();
+        assert_eq!(reply, json!({"id": "echo", "result": [], "error": null}));
+    }
+
+    #[test]
+    fn echo_mode_counts_the_request_itself_as_the_reply() {
+        let line = br#"{"execute":"work","arguments":{"us":1},"id":9}"#;
+        assert_eq!(classify(Protocol::Echo, line), Message::Reply { id: 9, ok: true });
+    }
+}

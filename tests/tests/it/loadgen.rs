@@ -1,0 +1,297 @@
+//! loadgen against real sockets: in-process engines (exact counts, failover) and fake QMP
+//! servers that misbehave on purpose (reordered, duplicated, unknown replies).
+//!
+//! Runs are short (about a second) at small rates with exact schedules, so counts are
+//! asserted exactly. Every run is bounded by its duration plus the drain timeout; fake
+//! servers have read timeouts; nothing is written under the repository.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::thread;
+use std::time::Duration;
+
+use loadgen::{Address, Backoff, Lane, Mode, RunConfig};
+use serde_json::{Value, json};
+use tests::{READ_TIMEOUT, start_server};
+
+/// A short open-loop run: no warm-up, 1 s measured, every reply must arrive within 2 s.
+fn short_config(remotes: Vec<Address>, lanes: Vec<Lane>) -> RunConfig {
+    RunConfig {
+        remotes,
+        lanes,
+        connections: 2,
+        warmup: Duration::ZERO,
+        duration: Duration::from_secs(1),
+        drain: Duration::from_secs(2),
+        seed: Some(7),
+        label: "it".into(),
+        ..RunConfig::default()
+    }
+}
+
+/// 100/s in-band `work` + 100/s OOB `ping`: with 2 connections each (connection, lane)
+/// schedule has a period of exactly 20 ms, so 1 s holds exactly 50 + 50 per connection.
+fn exact_lanes() -> Vec<Lane> {
+    vec![
+        Lane::new("work", "work", Some(json!({"us": 10})), false).with_rate(100.0),
+        Lane::new("ping", "ping", None, true).with_rate(100.0),
+    ]
+}
+
+#[test]
+fn exact_counts_against_the_engine_and_files_written() {
+    let server = start_server();
+    let run = loadgen::run(&short_config(vec![server.addr.clone()], exact_lanes())).expect("run");
+    let s = &run.summary;
+    assert!(s.passed(), "{}", run.table());
+    for lane in &s.lanes {
+        assert_eq!(
+            (lane.counts.sent, lane.counts.ok, lane.corrected.count),
+            (100, 100, 100),
+            "{}",
+            lane.name
+        );
+        assert_eq!(lane.counts.bad(), 0);
+        assert!(lane.corrected.p50 >= lane.service.p50 * 0.5 && lane.corrected.max > 0.0);
+    }
+    assert_eq!(s.total.counts.sent, 200);
+    assert_eq!(s.verification.violations(), 0);
+    assert_eq!(s.remotes[0].counts.sessions, 2);
+
+    let dir = std::env::temp_dir().join(format!("loadgen-it-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    run.write_to(&dir).expect("write results");
+    for file in [
+        "report.txt",
+        "summary.json",
+        "work.hgrm",
+        "ping.service.hgrm",
+        "intervals.hlog",
+        "intervals.csv",
+        "percentiles.svg",
+    ] {
+        assert!(dir.join(file).is_file(), "{file} missing");
+    }
+    let saved: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(saved["total"]["counts"]["ok"], 200);
+    assert!(run.write_to(&dir).is_err(), "results are never overwritten");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn closed_loop_keeps_depth_and_verifies() {
+    let server = start_server();
+    let cfg = RunConfig {
+        mode: Mode::Closed { depth: 4 },
+        duration: Duration::from_millis(500),
+        ..short_config(vec![server.addr.clone()], exact_lanes())
+    };
+    let run = loadgen::run(&cfg).expect("run");
+    let t = &run.summary.total.counts;
+    assert!(run.summary.passed(), "{}", run.table());
+    assert!(t.ok > 100, "closed loop should go fast: {}", t.ok);
+    assert_eq!(t.sent, t.ok);
+}
+
+#[test]
+fn failover_when_one_of_two_engines_shuts_down() {
+    let a = start_server();
+    let b = start_server();
+    let cfg = RunConfig {
+        connections: 2,
+        duration: Duration::from_millis(1500),
+        shuffle_remotes: false,
+        backoff: Backoff { min: Duration::from_millis(100), max: Duration::from_millis(400) },
+        expect_errors: true,
+        ..short_config(vec![a.addr.clone(), b.addr.clone()], exact_lanes())
+    };
+    let killer = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(500));
+        a.shutdown();
+    });
+    let run = loadgen::run(&cfg).expect("run");
+    killer.join().unwrap();
+    let s = &run.summary;
+    let (ra, rb) = (&s.remotes[0].counts, &s.remotes[1].counts);
+    assert_eq!((ra.sessions, ra.disconnects), (2, 2), "{}", run.table());
+    assert_eq!((rb.sessions, rb.reconnects, rb.disconnects), (2, 2, 0), "{}", run.table());
+    let t = &s.total.counts;
+    assert_eq!(t.sent + t.unsent, 300, "every scheduled request is accounted for");
+    assert_eq!(t.sent, t.ok + t.errors + t.failed + t.missing, "{}", run.table());
+    assert_eq!(t.failed, ra.failed_requests + rb.failed_requests);
+    assert_eq!((t.missing, t.unsent), (0, 0), "{}", run.table());
+    assert_eq!(s.verification.violations(), 0, "{}", run.table());
+    assert!(s.passed(), "expected errors do not fail the run");
+    assert!(run.table().contains("2 reconnects"), "{}", run.table());
+}
+
+#[test]
+fn unreachable_remotes_are_a_clear_error() {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dead: Address = format!("tcp:127.0.0.1:{port}").parse().unwrap();
+    let err = loadgen::run(&short_config(vec![dead], exact_lanes())).unwrap_err().to_string();
+    assert!(err.contains("no remote is reachable") && err.contains(&port.to_string()), "{err}");
+}
+
+/// How the fake server answers a batch of in-band request ids.
+#[derive(Clone, Copy, Debug)]
+enum Misbehaviour {
+    /// Answers requests in pairs, second first.
+    SwapPairs,
+    /// Answers every request twice.
+    Duplicate,
+    /// Answers every fifth request with an id it never received.
+    WrongIds,
+}
+
+/// A QMP server on 127.0.0.1 that serves one connection and misbehaves as told.
+fn fake_qmp(mode: Misbehaviour) -> (Address, thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = Address::Tcp(listener.local_addr().unwrap());
+    let handle = thread::spawn(move || {
+        // The first connection is loadgen's pre-flight check; serve until one sent requests.
+        for stream in listener.incoming() {
+            if serve(stream.unwrap(), mode) > 0 {
+                return;
+            }
+        }
+    });
+    (addr, handle)
+}
+
+/// Serves one connection until it closes; returns how many requests it received.
+fn serve(stream: TcpStream, mode: Misbehaviour) -> usize {
+    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    let mut out = stream.try_clone().unwrap();
+    let greeting = r#"{"QMP": {"version": {"qemu": {"micro": 0, "minor": 0, "major": 0}, "package": "fake"}, "capabilities": ["oob"]}}"#;
+    if write!(out, "{greeting}\r\n").is_err() {
+        return 0;
+    }
+    let mut held = None;
+    let mut requests = 0;
+    for (n, line) in BufReader::new(stream).lines().enumerate() {
+        let Ok(line) = line else { return requests };
+        let request: Value = serde_json::from_str(&line).unwrap();
+        let Some(id) = request.get("id").and_then(Value::as_u64) else {
+            write!(out, "{{\"return\": {{}}}}\r\n").unwrap();
+            continue;
+        };
+        requests += 1;
+        let ids = match mode {
+            Misbehaviour::SwapPairs => match held.take() {
+                None => {
+                    held = Some(id);
+                    vec![]
+                }
+                Some(first) => vec![id, first],
+            },
+            Misbehaviour::Duplicate => vec![id, id],
+            Misbehaviour::WrongIds if n % 5 == 0 => vec![id, id + 1_000_000],
+            Misbehaviour::WrongIds => vec![id],
+        };
+        for id in ids {
+            if write!(out, "{{\"return\": {{}}, \"id\": {id}}}\r\n").is_err() {
+                return requests;
+            }
+        }
+    }
+    requests
+}
+
+/// One connection, 100/s in-band for 0.5 s: exactly 50 requests.
+fn misbehaving_run(mode: Misbehaviour) -> loadgen::RunSummary {
+    let (addr, server) = fake_qmp(mode);
+    let cfg = RunConfig {
+        connections: 1,
+        duration: Duration::from_millis(500),
+        lanes: vec![Lane::new("status", "query-status", None, false).with_rate(100.0)],
+        ..short_config(vec![addr], vec![])
+    };
+    let run = loadgen::run(&cfg).expect("run");
+    server.join().unwrap();
+    assert_eq!(run.summary.total.counts.sent, 50, "{}", run.table());
+    assert!(!run.summary.passed(), "misbehaviour must fail the run:\n{}", run.table());
+    run.summary
+}
+
+#[test]
+fn detects_reordered_in_band_replies() {
+    let s = misbehaving_run(Misbehaviour::SwapPairs);
+    assert_eq!(s.verification.out_of_order, 25);
+    assert_eq!((s.total.counts.ok, s.verification.duplicates), (50, 0));
+    assert!(s.failures.iter().any(|f| f.contains("out of order")), "{:?}", s.failures);
+}
+
+#[test]
+fn detects_duplicate_replies() {
+    let s = misbehaving_run(Misbehaviour::Duplicate);
+    assert_eq!((s.verification.duplicates, s.verification.out_of_order), (50, 0));
+    assert_eq!(s.total.counts.ok, 50);
+}
+
+#[test]
+fn detects_unknown_reply_ids() {
+    let s = misbehaving_run(Misbehaviour::WrongIds);
+    assert_eq!(s.verification.unknown_ids, 10);
+    assert_eq!(s.total.counts.ok, 50);
+}
+
+/// An OVS-style JSON-RPC server: no separators between messages, an `echo` probe to the
+/// client first, replies with `"error": null`. Serves until a connection sent requests.
+fn fake_ovs() -> (Address, thread::JoinHandle<u64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = Address::Tcp(listener.local_addr().unwrap());
+    let handle = thread::spawn(move || {
+        for stream in listener.incoming() {
+            let (requests, echoed) = serve_jsonrpc(stream.unwrap());
+            if requests > 0 {
+                assert!(echoed, "the client must answer the server's echo probe");
+                return requests;
+            }
+        }
+        0
+    });
+    (addr, handle)
+}
+
+/// Returns (requests answered, whether our echo probe got its reply).
+fn serve_jsonrpc(stream: TcpStream) -> (u64, bool) {
+    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    let mut out = stream.try_clone().unwrap();
+    if out.write_all(br#"{"id":"echo","method":"echo","params":[]}"#).is_err() {
+        return (0, false);
+    }
+    let (mut requests, mut echoed) = (0, false);
+    for value in serde_json::Deserializer::from_reader(stream).into_iter::<Value>() {
+        let Ok(msg) = value else { break };
+        if msg["id"] == "echo" {
+            echoed = msg["result"] == json!([]) && msg["error"].is_null();
+            continue;
+        }
+        assert_eq!(msg["method"], "work");
+        assert_eq!(msg["params"], json!([{"us": 1}]));
+        requests += 1;
+        let reply = json!({"id": msg["id"], "result": {}, "error": null});
+        if out.write_all(reply.to_string().as_bytes()).is_err() {
+            break;
+        }
+    }
+    (requests, echoed)
+}
+
+#[test]
+fn jsonrpc_against_an_ovs_style_server() {
+    let (addr, server) = fake_ovs();
+    let cfg = RunConfig {
+        protocol: loadgen::Protocol::JsonRpc,
+        connections: 1,
+        duration: Duration::from_millis(500),
+        lanes: vec![Lane::new("work", "work", Some(json!({"us": 1})), false).with_rate(100.0)],
+        ..short_config(vec![addr], vec![])
+    };
+    let run = loadgen::run(&cfg).expect("run");
+    assert_eq!(server.join().unwrap(), 50);
+    assert!(run.summary.passed(), "{}", run.table());
+    assert_eq!(run.summary.total.counts.ok, 50);
+}
