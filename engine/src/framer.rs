@@ -227,18 +227,26 @@ impl Framer {
         }
     }
 
-    /// Inside a string. Returns true when a top-level string ended.
+    /// Inside a string. Returns true when a top-level string ended, or when a raw newline
+    /// ended a broken message.
     fn string(&mut self, buf: &[u8]) -> bool {
         if self.escaped {
             self.escaped = false;
             self.pos += 1;
             return false;
         }
-        let Some(found) = memchr::memchr2(b'"', b'\\', &buf[self.pos..]) else {
+        let Some(found) = memchr::memchr3(b'"', b'\\', b'\n', &buf[self.pos..]) else {
             self.pos = buf.len();
             return false;
         };
         let at = self.pos + found;
+        if buf[at] == b'\n' {
+            // A raw newline is never inside a valid string: the message is broken (typically
+            // an unterminated string from a line-oriented client). End it here, as QEMU's
+            // lexer does, so the next line is a fresh message instead of being swallowed.
+            self.pos = at;
+            return true;
+        }
         if buf[at] == b'\\' {
             self.pos = at + 1;
             self.escaped = true;
@@ -388,6 +396,13 @@ mod tests {
     fn garbage_resynchronises_one_error_per_token() {
         let got = frames(b"abc }{\"a\":1}\x01 ]", 2);
         assert_eq!(got, vec!["abc", "}", r#"{"a":1}"#, "\x01", "]"]);
+    }
+
+    #[test]
+    fn a_raw_newline_ends_an_unterminated_string_and_the_next_line_is_framed() {
+        let got = frames(b"{\"id\":\"oops\r\n{\"id\":2}\n\"ab\ncd\" ", 3);
+        // The last `"` opens a string that never closes: still incomplete.
+        assert_eq!(got, vec!["{\"id\":\"oops\r", "{\"id\":2} id=2", "\"ab", "cd"]);
     }
 
     #[test]

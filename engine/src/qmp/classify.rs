@@ -65,7 +65,7 @@ fn check_members<'t, 'i>(
     mode: Mode,
 ) -> Result<Target<'t, 'i>, CommandError> {
     let oob_allowed = matches!(mode, Mode::Commands { oob: true });
-    let mut exec: Option<(&str, &'i str)> = None;
+    let mut exec: Option<&'i str> = None;
     let mut args = None;
     for (key, value) in members(nodes) {
         match key {
@@ -75,12 +75,13 @@ fn check_members<'t, 'i>(
                         "QMP input member '{key}' must be a string"
                     )));
                 };
-                if let Some((first, _)) = exec {
-                    return Err(CommandError::generic(format!(
-                        "QMP input member '{key}' clashes with '{first}'"
-                    )));
+                if exec.is_some() {
+                    // QEMU's wording, whichever member came first.
+                    return Err(CommandError::generic(
+                        "QMP input member 'execute' clashes with 'exec-oob'",
+                    ));
                 }
-                exec = Some((key, name));
+                exec = Some(name);
             }
             "arguments" => {
                 if !is_object(value) {
@@ -98,8 +99,7 @@ fn check_members<'t, 'i>(
             }
         }
     }
-    let (_, name) =
-        exec.ok_or_else(|| CommandError::generic("QMP input lacks member 'execute'"))?;
+    let name = exec.ok_or_else(|| CommandError::generic("QMP input lacks member 'execute'"))?;
     Ok(Target { name, args })
 }
 
@@ -114,9 +114,9 @@ fn check_mode<'t, 'i>(
         Mode::Negotiating if !is_capabilities => Err(CommandError::not_found(
             "Expecting capabilities negotiation with 'qmp_capabilities'",
         )),
-        Mode::Commands { .. } if target.name == CAPABILITIES => {
-            Err(CommandError::not_found(format!("The command {CAPABILITIES} has not been found")))
-        }
+        Mode::Commands { .. } if target.name == CAPABILITIES => Err(CommandError::not_found(
+            "Capabilities negotiation is already complete, command ignored",
+        )),
         _ => Ok(target),
     }
 }
@@ -157,7 +157,7 @@ mod tests {
             (
                 r#"{"execute":"a","exec-oob":"b"}"#,
                 OOB,
-                "GenericError: QMP input member 'exec-oob' clashes with 'execute'",
+                "GenericError: QMP input member 'execute' clashes with 'exec-oob'",
             ),
             (r#"{"id":1}"#, OOB, "GenericError: QMP input lacks member 'execute'"),
             (r#"{"execute":1}"#, OOB, "GenericError: QMP input member 'execute' must be a string"),
@@ -180,7 +180,7 @@ mod tests {
             (
                 r#"{"execute":"qmp_capabilities"}"#,
                 PLAIN,
-                "CommandNotFound: The command qmp_capabilities has not been found",
+                "CommandNotFound: Capabilities negotiation is already complete, command ignored",
             ),
         ];
         for (text, mode, want) in cases {

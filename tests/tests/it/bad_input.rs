@@ -149,3 +149,14 @@ fn requests_split_across_writes_and_many_per_write_are_framed() {
     client.send("{\"execute\":\"ping\",\"id\":1}\r\n{\"execute\":\"ping\",\"id\":2}\n");
     assert_eq!(client.recv_n(2), vec![json!({"return":{},"id":1}), json!({"return":{},"id":2})]);
 }
+
+#[test]
+fn an_unterminated_string_costs_only_its_line() {
+    let server = start_server();
+    let mut client = Client::negotiated(&server.addr);
+    client.send("{\"execute\":\"ping\",\"id\":\"oops\r\n{\"execute\":\"ping\",\"id\":2}\r\n");
+    let error = client.recv();
+    assert_eq!(error["error"]["class"], "GenericError");
+    assert!(error.get("id").is_none(), "{error}");
+    assert_eq!(client.recv(), json!({"return": {}, "id": 2}), "the next line was not swallowed");
+}

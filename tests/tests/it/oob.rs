@@ -92,7 +92,7 @@ fn oob_misuse_is_answered_at_once_even_while_stalled() {
         vec![
             json!({"return": {"released": 1}, "id": "r"}),
             json!({"return": {"released": true}, "id": "s"}),
-            generic_error("QMP input member 'exec-oob' clashes with 'execute'", Some(json!(4))),
+            generic_error("QMP input member 'execute' clashes with 'exec-oob'", Some(json!(4))),
         ]
     );
 }

@@ -45,7 +45,7 @@ fn a_second_negotiation_is_command_not_found() {
         client.request(r#"{"execute":"qmp_capabilities","id":"again"}"#),
         error(
             "CommandNotFound",
-            "The command qmp_capabilities has not been found",
+            "Capabilities negotiation is already complete, command ignored",
             Some(json!("again"))
         )
     );
