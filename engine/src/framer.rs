@@ -196,6 +196,11 @@ impl Framer {
                         return true;
                     }
                 }
+                0xfe | 0xff => {
+                    // Never part of valid UTF-8 JSON: the message is broken. End it here, as
+                    // QEMU does, instead of waiting forever for a closer that may never come.
+                    return true;
+                }
                 b',' if self.depth == 1 && self.object => {
                     self.close_id();
                     self.expect_key = true;
@@ -403,6 +408,12 @@ mod tests {
         let got = frames(b"{\"id\":\"oops\r\n{\"id\":2}\n\"ab\ncd\" ", 3);
         // The last `"` opens a string that never closes: still incomplete.
         assert_eq!(got, vec!["{\"id\":\"oops\r", "{\"id\":2} id=2", "\"ab", "cd"]);
+    }
+
+    #[test]
+    fn a_0xff_byte_ends_an_unfinished_object() {
+        let got = frames(b"{\"execute\":\"x\",\xff{\"id\":1}", 4);
+        assert_eq!(got, vec!["{\"execute\":\"x\",\u{fffd}", "{\"id\":1} id=1"]);
     }
 
     #[test]

@@ -114,6 +114,9 @@ fn check_mode<'t, 'i>(
         Mode::Negotiating if !is_capabilities => Err(CommandError::not_found(
             "Expecting capabilities negotiation with 'qmp_capabilities'",
         )),
+        Mode::Commands { .. } if target.name == CAPABILITIES && oob => {
+            Err(CommandError::generic(format!("The command {CAPABILITIES} does not support OOB")))
+        }
         Mode::Commands { .. } if target.name == CAPABILITIES => Err(CommandError::not_found(
             "Capabilities negotiation is already complete, command ignored",
         )),
@@ -177,6 +180,11 @@ mod tests {
                 "CommandNotFound: Expecting capabilities negotiation with 'qmp_capabilities'",
             ),
             (r#"{"execute":"qmp_capabilities"}"#, Mode::Negotiating, "qmp_capabilities args=false"),
+            (
+                r#"{"exec-oob":"qmp_capabilities"}"#,
+                OOB,
+                "oob GenericError: The command qmp_capabilities does not support OOB",
+            ),
             (
                 r#"{"execute":"qmp_capabilities"}"#,
                 PLAIN,

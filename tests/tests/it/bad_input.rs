@@ -151,6 +151,17 @@ fn requests_split_across_writes_and_many_per_write_are_framed() {
 }
 
 #[test]
+fn a_0xff_byte_inside_an_unfinished_request_costs_only_that_request() {
+    let server = start_server();
+    let mut client = Client::negotiated(&server.addr);
+    client.send_bytes(b"{\"execute\":\"ping\",\xff{\"execute\":\"ping\",\"id\":1}\r\n");
+    let error = client.recv();
+    assert_eq!(error["error"]["class"], "GenericError");
+    assert!(error.get("id").is_none(), "{error}");
+    assert_eq!(client.recv(), json!({"return": {}, "id": 1}));
+}
+
+#[test]
 fn an_unterminated_string_costs_only_its_line() {
     let server = start_server();
     let mut client = Client::negotiated(&server.addr);
