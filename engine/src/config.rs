@@ -14,6 +14,10 @@ pub struct Config {
     pub threads: usize,
     /// Pin parser threads (and the executor, when a core is left for it) to cores.
     pub pin: bool,
+    /// Nice value of the executor thread (0: unchanged). Where the executor shares a core
+    /// with a parser thread, a positive value lets the parser thread preempt it at once when
+    /// a request arrives, so OOB latency does not wait for the scheduler's time slice.
+    pub executor_nice: i32,
     /// Limits that keep per-connection memory bounded.
     pub limits: Limits,
     /// Text of the greeting's `package` field.
@@ -59,6 +63,7 @@ impl Default for Config {
             jsonrpc: Vec::new(),
             threads: 0,
             pin: true,
+            executor_nice: 0,
             limits: Limits::default(),
             package: format!("engine {}", env!("CARGO_PKG_VERSION")),
         }

@@ -95,7 +95,11 @@ impl Server {
             Executor::new(state, Arc::clone(&shared), jobs_rx, mailboxes, Arc::clone(&stats), info);
         // The executor gets a core of its own only if one is left over.
         let core = cores.get(threads).copied();
-        handles.push(spawn("engine-executor".into(), core, move || executor.run())?);
+        let nice = config.executor_nice;
+        handles.push(spawn("engine-executor".into(), core, move || {
+            lower_priority(nice);
+            executor.run();
+        })?);
 
         let control = control_fn(jobs, shared, on_shutdown);
         for addr in &bound.qmp {
@@ -131,6 +135,17 @@ fn spawn(
             body();
         })
         .map_err(Error::Start)
+}
+
+/// Sets the calling thread's nice value (unprivileged when raising it).
+fn lower_priority(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    let thread = Some(rustix::thread::gettid());
+    if let Err(e) = rustix::process::setpriority_process(thread, nice) {
+        tracing::warn!(nice, error = %e, "cannot set the executor's nice value");
+    }
 }
 
 fn control_fn<S: Send + 'static, V: Send + Sync + 'static>(

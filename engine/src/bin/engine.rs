@@ -41,6 +41,12 @@ struct Cli {
     #[arg(long)]
     no_pin: bool,
 
+    /// Nice value for the executor thread (0 leaves it unchanged). Positive values let parser
+    /// threads that share its core preempt it at once, keeping OOB latency low while the
+    /// executor is saturated.
+    #[arg(long, value_name = "N", default_value_t = Config::default().executor_nice, allow_negative_numbers = true)]
+    executor_nice: i32,
+
     /// Largest accepted message, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_message_bytes)]
     max_message: usize,
@@ -78,6 +84,7 @@ fn main() -> anyhow::Result<()> {
         jsonrpc: cli.jsonrpc,
         threads: cli.threads,
         pin: !cli.no_pin,
+        executor_nice: cli.executor_nice,
         limits: Limits {
             max_message_bytes: cli.max_message,
             max_inflight_per_conn: cli.max_inflight,
