@@ -252,7 +252,7 @@ impl<S, V> Conn<S, V> {
 
     /// Bytes this connection holds for its client: parked requests and unsent replies.
     pub(crate) fn held_bytes(&self) -> usize {
-        self.session.lane.parked_bytes() + self.session.output.pending()
+        self.session.lane.held_bytes() + self.session.output.pending()
     }
 
     /// Nothing more will come from or go to this connection.

@@ -15,6 +15,7 @@ use simd_json::Node;
 
 use crate::config::Limits;
 use crate::conn::{Dialect, Input, Session};
+use crate::executor::contain_panic;
 use crate::framer::{Frame, Step, copy_compact};
 use crate::job::{Job, Work};
 use crate::jsonrpc;
@@ -183,7 +184,7 @@ impl<S, V> Worker<S, V> {
         let ctx = Ctx { shared: &*self.shared, stats: &self.stats, info: &self.info };
         let peeker = &mut self.peeker;
         let written = reply::write_return(&mut conn.output.buf, form, &self.id, |out| {
-            run(&ctx, peeker, target.args, out)
+            contain_panic(|| run(&ctx, peeker, target.args, out))
         });
         if let Err(err) = written {
             self.answer_error(conn, true, form, &err);

@@ -13,12 +13,29 @@ use std::time::Instant;
 use crossbeam_channel::Receiver;
 
 use crate::job::{Inbox, Job, Mailbox, Work};
-use crate::registry::{Ctx, Effects, Event, Exec, ServerInfo};
+use crate::registry::{CommandError, Ctx, Effects, Event, Exec, ServerInfo};
 use crate::stats::{ExecutorHistograms, PUBLISH_EVERY, Stats};
 
 /// Jobs taken per batch before publishing statistics and waking threads that wait for
 /// queue space: bounds how long those wake-ups are deferred under a constant stream.
 const BATCH: usize = 256;
+
+/// Runs a handler; a panic becomes an error reply instead of killing the thread (and with
+/// it every later request). The state may be left half-updated by the panicking handler:
+/// the error says so.
+pub(crate) fn contain_panic<T>(
+    handler: impl FnOnce() -> Result<T, CommandError>,
+) -> Result<T, CommandError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(handler)).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(panic = why, "a command handler panicked");
+        Err(CommandError::generic(format!("the command failed internally (panic: {why})")))
+    })
+}
 
 /// The executor and everything it owns.
 pub(crate) struct Executor<S, V> {
@@ -87,7 +104,7 @@ impl<S, V> Executor<S, V> {
                 let outcome = {
                     let ctx = Ctx { shared: &*self.shared, stats: &self.stats, info: &self.info };
                     let mut exec = Exec { state: &mut self.state, ctx, effects: &mut effects };
-                    call(&mut exec)
+                    contain_panic(|| call(&mut exec))
                 };
                 self.stats.set_busy(None);
                 self.local.record(started - job.enqueued, started.elapsed());

@@ -41,13 +41,14 @@ pub(crate) struct Lane<S, V> {
     unparked: usize,
     /// Submitted entries.
     inflight: usize,
-    /// Request bytes held by parked entries (counted against the connection's budget).
-    parked_bytes: usize,
+    /// Bytes held by parked requests and by ready replies waiting for their turn (counted
+    /// against the connection's budget, so a client cannot grow either without bound).
+    held_bytes: usize,
 }
 
 impl<S, V> Default for Lane<S, V> {
     fn default() -> Self {
-        Lane { entries: VecDeque::new(), unparked: 0, inflight: 0, parked_bytes: 0 }
+        Lane { entries: VecDeque::new(), unparked: 0, inflight: 0, held_bytes: 0 }
     }
 }
 
@@ -56,7 +57,7 @@ impl<S, V> std::fmt::Debug for Lane<S, V> {
         f.debug_struct("Lane")
             .field("entries", &self.entries.len())
             .field("inflight", &self.inflight)
-            .field("parked_bytes", &self.parked_bytes)
+            .field("held_bytes", &self.held_bytes)
             .finish()
     }
 }
@@ -71,8 +72,8 @@ impl<S, V> Lane<S, V> {
         self.unparked < self.entries.len()
     }
 
-    pub(crate) fn parked_bytes(&self) -> usize {
-        self.parked_bytes
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.held_bytes
     }
 
     /// Queues an already encoded reply behind the entries that owe one.
@@ -80,6 +81,7 @@ impl<S, V> Lane<S, V> {
         if !self.has_parked() {
             self.unparked += 1;
         }
+        self.held_bytes += reply.len();
         self.entries.push_back(Entry::Ready(reply));
     }
 
@@ -111,7 +113,7 @@ impl<S, V> Lane<S, V> {
     }
 
     fn park(&mut self, to: ReplyTo, job: Job<S, V>, bytes: usize) {
-        self.parked_bytes += bytes;
+        self.held_bytes += bytes;
         self.entries.push_back(Entry::Parked { to, job, bytes });
     }
 
@@ -137,7 +139,7 @@ impl<S, V> Lane<S, V> {
                     *slot = Entry::Submitted(to);
                     self.unparked += 1;
                     self.inflight += 1;
-                    self.parked_bytes -= bytes;
+                    self.held_bytes -= bytes;
                 }
                 Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
                     *slot = Entry::Parked { to, job, bytes };
@@ -164,6 +166,7 @@ impl<S, V> Lane<S, V> {
         while let Some(Entry::Ready(_)) = self.entries.front() {
             let Some(Entry::Ready(bytes)) = self.entries.pop_front() else { unreachable!() };
             self.unparked -= 1;
+            self.held_bytes -= bytes.len();
             out.extend_from_slice(&bytes);
         }
     }
@@ -206,12 +209,12 @@ mod tests {
         assert_eq!(lane.push_job(to(b"3"), job(), 10, 2, &tx), Pushed::Submitted);
         assert_eq!(lane.push_job(to(b"4"), job(), 10, 2, &tx), Pushed::Parked);
         lane.push_ready(b"E5\n".to_vec());
-        assert_eq!(lane.parked_bytes(), 10);
+        assert_eq!(lane.held_bytes(), 10 + 3 + 3, "one parked request and two ready replies");
 
         rx.recv().unwrap();
         fail(&mut lane, &mut out);
         assert!(lane.submit_parked(2, &tx), "one slot freed, queue has room");
-        assert_eq!(lane.parked_bytes(), 0);
+        assert_eq!(lane.held_bytes(), 3, "E5 waits behind request 4");
         rx.recv().unwrap();
         fail(&mut lane, &mut out);
         rx.recv().unwrap();

@@ -335,7 +335,7 @@ impl<S, V> ParserThread<S, V> {
         }
     }
 
-    /// Closes what is left and tells the executor this thread is done.
+    /// Closes what is left (the executor hears of the exit from [`ExitNotice`]).
     fn finish(mut self) {
         let left: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         if !left.is_empty() {
@@ -344,13 +344,25 @@ impl<S, V> ParserThread<S, V> {
         for key in left {
             self.close(key);
         }
+    }
+}
+
+/// Tells the executor that a parser thread is gone when dropped, however the thread ends
+/// (even by a panic), so the executor, which exits after the last one, can never wait forever.
+pub(crate) struct ExitNotice<S, V> {
+    pub(crate) thread: usize,
+    pub(crate) jobs: crossbeam_channel::Sender<Job<S, V>>,
+}
+
+impl<S, V> Drop for ExitNotice<S, V> {
+    fn drop(&mut self) {
         let done = Job {
-            thread: self.worker.thread,
+            thread: self.thread,
             conn: ConnId { key: 0, serial: 0 },
             enqueued: Instant::now(),
             work: Work::ParserDone,
         };
         // Blocks at most until the executor takes a batch; it is draining too.
-        let _ = self.worker.jobs.send(done);
+        let _ = self.jobs.send(done);
     }
 }

@@ -22,7 +22,7 @@ use crate::dispatch::Worker;
 use crate::executor::Executor;
 use crate::job::{ConnId, Job, Mailbox, Work};
 use crate::listener::{self, ListenSocket, Listener};
-use crate::parser::{ParserThread, WAKER};
+use crate::parser::{ExitNotice, ParserThread, WAKER};
 use crate::registry::{Event, Registry, ServerInfo, ShutdownHook};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::{Address, Error};
@@ -89,7 +89,11 @@ impl Server {
             let parser = ParserThread::new(poll, listeners, inbox, Arc::clone(&mailboxes), worker)
                 .map_err(Error::Start)?;
             let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
-            handles.push(spawn(format!("engine-parser-{i}"), core, move || parser.run())?);
+            let notice = ExitNotice { thread: i, jobs: jobs.clone() };
+            handles.push(spawn(format!("engine-parser-{i}"), core, move || {
+                let _notice = notice;
+                parser.run();
+            })?);
         }
         let executor =
             Executor::new(state, Arc::clone(&shared), jobs_rx, mailboxes, Arc::clone(&stats), info);

@@ -10,6 +10,7 @@ mod jsonrpc;
 mod loadgen;
 mod oob;
 mod ordering;
+mod panics;
 mod session;
 mod shutdown;
 mod unix;
