@@ -29,6 +29,10 @@ const LISTENER_BASE: usize = usize::MAX - 1;
 /// Reads per connection per loop turn: enough to empty a socket under normal load, few
 /// enough that one flooding client cannot starve the others on this thread.
 const READS_PER_TURN: usize = 4;
+/// Unsent output, in connection budgets, beyond which a session that does not read its
+/// events is disconnected: replies alone stay within one budget (reading pauses first), so
+/// only a client ignoring a stream of events gets there.
+const SLOW_CONSUMER_BUDGETS: usize = 4;
 /// Readiness events taken per `poll`.
 const EVENTS: usize = 1024;
 
@@ -198,14 +202,27 @@ impl<S, V> ParserThread<S, V> {
         }
     }
 
-    /// Encodes an event once and appends it to every negotiated session.
+    /// Encodes an event once and appends it to every negotiated session. Replies are bounded
+    /// by the byte budget (reading pauses), but events are not requested: a session that
+    /// lets them pile up beyond [`SLOW_CONSUMER_BUDGETS`] budgets is disconnected instead of
+    /// holding memory without bound.
     fn broadcast(&mut self, event: &Event) {
         self.scratch.clear();
         qmp::event(&mut self.scratch, event);
+        let limit = self.worker.limits.conn_budget_bytes.saturating_mul(SLOW_CONSUMER_BUDGETS);
         let mut keys = Vec::new();
         for (key, conn) in self.conns.iter_mut() {
             if matches!(conn.session.mode, Mode::Commands { .. }) && !conn.broken {
-                conn.session.output.buf.extend_from_slice(&self.scratch);
+                if conn.session.output.pending() + self.scratch.len() > limit {
+                    tracing::warn!(
+                        key,
+                        pending = conn.session.output.pending(),
+                        "slow consumer: disconnected"
+                    );
+                    conn.broken = true;
+                } else {
+                    conn.session.output.buf.extend_from_slice(&self.scratch);
+                }
                 keys.push(key);
             }
         }

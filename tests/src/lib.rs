@@ -203,6 +203,11 @@ impl Client {
         line
     }
 
+    /// The buffered reader, for tests that read raw lines until end of stream.
+    pub fn reader(&mut self) -> &mut impl BufRead {
+        &mut self.reader
+    }
+
     /// Reads `n` lines.
     pub fn recv_n(&mut self, n: usize) -> Vec<Value> {
         (0..n).map(|_| self.recv()).collect()

@@ -95,3 +95,36 @@ fn a_client_that_does_not_read_pauses_only_itself_and_loses_nothing() {
     }
     writer.join().unwrap();
 }
+
+#[test]
+fn a_session_that_never_reads_its_events_is_disconnected_not_buffered_forever() {
+    let mut config = test_config();
+    config.limits.max_message_bytes = 16 * 1024;
+    config.limits.conn_budget_bytes = 64 * 1024;
+    let server = start_server_with(config);
+    let mut deaf = Client::negotiated(&server.addr);
+    let mut emitter = Client::negotiated(&server.addr);
+    let data = "x".repeat(8 * 1024);
+    let emit = format!(
+        r#"{{"execute":"emit-event","arguments":{{"event":"BIG","data":{{"d":"{data}"}}}}}}"#
+    );
+    // Far more than the deaf session's socket buffers and 4 budgets (256 KiB) can hold.
+    for _ in 0..2_000 {
+        emitter.send(&emit);
+        assert_eq!(emitter.recv()["event"], "BIG");
+        assert_eq!(emitter.recv(), json!({"return": {}}));
+    }
+    // The deaf session was cut off: reading drains what the kernel held, then end of stream.
+    let mut events = 0;
+    loop {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(deaf.reader(), &mut line).expect("read");
+        if n == 0 {
+            break;
+        }
+        events += 1;
+    }
+    assert!(events < 2_000, "the deaf session was disconnected before all events ({events})");
+    let stats = emitter.request(r#"{"exec-oob":"query-stats"}"#);
+    assert_eq!(stats["return"]["connections"]["open"], 1, "only the emitter is left");
+}
