@@ -183,8 +183,22 @@ impl Framer {
                     if self.depth == 1 && self.expect_key {
                         self.key_start = Some(self.pos - 1);
                     }
-                    self.state = State::String;
-                    return false;
+                    match skip_string(buf, self.pos, false) {
+                        StringEnd::Closed(at) => {
+                            self.pos = at + 1;
+                            self.end_key(buf);
+                        }
+                        StringEnd::Broken(at) => {
+                            self.pos = at; // as in `string`: the newline ends the message
+                            return true;
+                        }
+                        StringEnd::Open { escaped } => {
+                            self.pos = buf.len();
+                            self.escaped = escaped;
+                            self.state = State::String;
+                            return false;
+                        }
+                    }
                 }
                 b'{' | b'[' => self.open(),
                 b'}' | b']' => {
@@ -232,41 +246,42 @@ impl Framer {
         }
     }
 
-    /// Inside a string. Returns true when a top-level string ended, or when a raw newline
-    /// ended a broken message.
+    /// Inside a string (resumed after a read). Returns true when a top-level string ended, or
+    /// when a raw newline ended a broken message.
     fn string(&mut self, buf: &[u8]) -> bool {
-        if self.escaped {
-            self.escaped = false;
-            self.pos += 1;
-            return false;
+        match skip_string(buf, self.pos, self.escaped) {
+            StringEnd::Open { escaped } => {
+                self.pos = buf.len();
+                self.escaped = escaped;
+                false
+            }
+            StringEnd::Broken(at) => {
+                // A raw newline is never inside a valid string: the message is broken
+                // (typically an unterminated string from a line-oriented client). End it here,
+                // as QEMU's lexer does, so the next line is a fresh message, not swallowed.
+                self.escaped = false;
+                self.pos = at;
+                true
+            }
+            StringEnd::Closed(at) => {
+                self.escaped = false;
+                self.pos = at + 1;
+                if self.depth == 0 {
+                    return true;
+                }
+                self.end_key(buf);
+                self.state = State::Structure;
+                false
+            }
         }
-        let Some(found) = memchr::memchr3(b'"', b'\\', b'\n', &buf[self.pos..]) else {
-            self.pos = buf.len();
-            return false;
-        };
-        let at = self.pos + found;
-        if buf[at] == b'\n' {
-            // A raw newline is never inside a valid string: the message is broken (typically
-            // an unterminated string from a line-oriented client). End it here, as QEMU's
-            // lexer does, so the next line is a fresh message instead of being swallowed.
-            self.pos = at;
-            return true;
-        }
-        if buf[at] == b'\\' {
-            self.pos = at + 1;
-            self.escaped = true;
-            return false;
-        }
-        self.pos = at + 1;
-        if self.depth == 0 {
-            return true;
-        }
+    }
+
+    /// After a depth-1 string: if it was a member key, note whether it is `"id"`.
+    fn end_key(&mut self, buf: &[u8]) {
         if let Some(key_start) = self.key_start.take() {
             self.key_is_id = &buf[key_start..self.pos] == b"\"id\"";
             self.expect_key = false;
         }
-        self.state = State::Structure;
-        false
     }
 
     /// Inside a bare top-level token. Returns true when it ended.
@@ -304,6 +319,43 @@ impl Framer {
             id: self.id.take(),
             too_deep: self.too_deep,
         })
+    }
+}
+
+/// Where a string body that starts at `from` (just after its opening quote, or just after a
+/// backslash when `escaped`) ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StringEnd {
+    /// The closing quote is at this index.
+    Closed(usize),
+    /// A raw newline at this index breaks the message (never valid inside a string).
+    Broken(usize),
+    /// The buffer ends inside the string; `escaped` if its last byte was a backslash.
+    Open { escaped: bool },
+}
+
+/// Skips a string body with `memchr3`, escapes included, without returning to the caller's
+/// state machine per escape.
+fn skip_string(buf: &[u8], mut from: usize, mut escaped: bool) -> StringEnd {
+    loop {
+        if escaped {
+            if from >= buf.len() {
+                return StringEnd::Open { escaped: true };
+            }
+            from += 1;
+        }
+        let Some(found) = memchr::memchr3(b'"', b'\\', b'\n', &buf[from..]) else {
+            return StringEnd::Open { escaped: false };
+        };
+        let at = from + found;
+        match buf[at] {
+            b'"' => return StringEnd::Closed(at),
+            b'\n' => return StringEnd::Broken(at),
+            _ => {
+                from = at + 1;
+                escaped = true;
+            }
+        }
     }
 }
 
