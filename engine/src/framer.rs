@@ -501,4 +501,56 @@ mod tests {
         copy_compact(b" {\"a b\" :\r\n [1, \"\\\" x\"] } ", &mut out);
         assert_eq!(out, b"{\"a b\":[1,\"\\\" x\"]}");
     }
+
+    mod properties {
+        use proptest::prelude::*;
+        use serde_json::Value;
+
+        use super::frames;
+
+        /// Arbitrary JSON: strings with quotes, backslashes, control and non-ASCII characters;
+        /// nested arrays and objects.
+        fn json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                "[a-z\"\\\\{}\\[\\]:, \n\t\u{1}é€😀]{0,12}".prop_map(Value::String),
+            ];
+            leaf.prop_recursive(4, 48, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    prop::collection::btree_map("[a-z\"\\\\]{0,6}", inner, 0..6)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            /// Top-level objects and arrays, compact or pretty, separated by any whitespace (or
+            /// none), fed in any chunk size, frame back to exactly themselves.
+            #[test]
+            fn framing_recovers_every_value_in_any_chunking(
+                values in prop::collection::vec(json(), 1..6),
+                pretty in any::<bool>(),
+                separator in "[ \t\r\n]{0,3}",
+                chunk in 1usize..64,
+            ) {
+                let mut stream = Vec::new();
+                let mut expected = Vec::new();
+                for value in values {
+                    let value = if value.is_object() || value.is_array() { value } else { Value::Array(vec![value]) };
+                    let text = if pretty { serde_json::to_string_pretty(&value) } else { serde_json::to_string(&value) }.unwrap();
+                    stream.extend_from_slice(text.as_bytes());
+                    stream.extend_from_slice(separator.as_bytes());
+                    expected.push(text);
+                }
+                let got: Vec<String> = frames(&stream, chunk)
+                    .into_iter()
+                    .map(|f| f.split(" id=").next().unwrap().to_owned())
+                    .collect();
+                prop_assert_eq!(got, expected);
+            }
+        }
+    }
 }
