@@ -49,9 +49,13 @@ pub(crate) fn table(s: &RunSummary) -> String {
     );
     out.push('\n');
     rows(&mut out, "lane", &s.lanes);
-    if s.commands.len() > 1 || s.commands.first().is_some_and(|c| c.name != s.lanes[0].name) {
+    // Each lane sends one command, so the per-command rows differ from the per-lane rows only
+    // when lanes share a command; otherwise they would repeat the table above.
+    if s.commands.len() < s.lanes.len() {
         out.push('\n');
         rows(&mut out, "command", &s.commands);
+    } else {
+        let _ = writeln!(out, "(per command: one lane per command, as above)");
     }
     out.push('\n');
     rows(&mut out, "all", std::slice::from_ref(&s.total));
