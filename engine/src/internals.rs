@@ -199,6 +199,9 @@ pub struct Pipeline {
     mailboxes: Arc<[Mailbox]>,
     inbox: Receiver<Inbox>,
     executor: Option<JoinHandle<()>>,
+    /// Replies produced so far (tests only; benchmarks discard them).
+    #[cfg(test)]
+    collected: Vec<u8>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -239,6 +242,8 @@ impl Pipeline {
             mailboxes,
             inbox: inboxes.remove(0),
             executor: Some(executor),
+            #[cfg(test)]
+            collected: Vec::new(),
         }
     }
 
@@ -258,8 +263,16 @@ impl Pipeline {
             }
         }
         let produced = self.session.output.pending();
+        #[cfg(test)]
+        self.collected.extend_from_slice(&self.session.output.buf);
         self.session.output.buf.clear();
         produced
+    }
+
+    /// Everything `feed` produced since the last call (tests only).
+    #[cfg(test)]
+    fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.collected)
     }
 }
 
@@ -301,5 +314,73 @@ mod tests {
         let len = msg.len();
         msg.resize(len + PADDING, 0);
         assert_eq!(Peek::default().qmp(&mut msg, len), Some((true, 4)));
+    }
+
+    mod hostile_input {
+        use proptest::prelude::*;
+
+        use super::super::Pipeline;
+
+        /// Bytes weighted towards what breaks framers and parsers: structure, quotes,
+        /// backslashes, newlines, control bytes, invalid UTF-8, fragments of real requests.
+        fn hostile() -> impl Strategy<Value = Vec<u8>> {
+            let piece = prop_oneof![
+                prop::sample::select(vec![
+                    &b"{"[..],
+                    b"}",
+                    b"[",
+                    b"]",
+                    b"\"",
+                    b"\\",
+                    b":",
+                    b",",
+                    b" ",
+                    b"\n",
+                    b"\r",
+                    b"\x00",
+                    b"\x01",
+                    b"\xff",
+                    b"\xfe",
+                    b"\xc3",
+                    b"1",
+                    b"-",
+                    b"e",
+                    b"null",
+                    b"\"id\"",
+                    b"\"exec-oob\"",
+                    b"\"execute\"",
+                    b"\"ping\"",
+                    b"\"arguments\"",
+                ])
+                .prop_map(<[u8]>::to_vec),
+                Just(br#"{"exec-oob":"ping","id":1}"#.to_vec()),
+            ];
+            prop::collection::vec(piece, 0..80).prop_map(|pieces| pieces.concat())
+        }
+
+        proptest! {
+            /// Whatever arrives, in whatever chunks, the path never panics or hangs, and every
+            /// line it writes is one JSON object with `return` or `error`.
+            #[test]
+            fn hostile_bytes_only_ever_get_well_formed_replies(
+                input in hostile(),
+                chunk in 1usize..40,
+            ) {
+                let mut pipeline = Pipeline::start();
+                for piece in input.chunks(chunk) {
+                    pipeline.feed(piece);
+                }
+                // A complete request after the garbage: may be swallowed by an unclosed value
+                // (as in QEMU), but must never break the output.
+                pipeline.feed(b"]}]}\"\n{\"exec-oob\":\"ping\"}");
+                let out = pipeline.take_output();
+                for line in out.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                    let line = line.strip_suffix(b"\r").expect("QMP lines end with CRLF");
+                    let value: serde_json::Value = serde_json::from_slice(line)
+                        .unwrap_or_else(|e| panic!("bad reply {:?}: {e}", String::from_utf8_lossy(line)));
+                    prop_assert!(value.get("return").is_some() || value.get("error").is_some(), "{value}");
+                }
+            }
+        }
     }
 }
