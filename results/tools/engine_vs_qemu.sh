@@ -19,10 +19,16 @@ run() { echo "$*" >>"$out/commands.txt"; "$@"; }
     echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores, kernel $(uname -r)"
     echo "load at start: $(cat /proc/loadavg)"
 } >"$out/machine.txt"
-run target/release/engine --qmp tcp:127.0.0.1:4490 >"$out/engine.log" 2>&1 & pids+=($!)
-run qemu-system-x86_64 -machine none -nodefaults -display none \
-    -chardev socket,id=m,host=127.0.0.1,port=4491,server=on,wait=off,nodelay=on \
-    -mon chardev=m,mode=control >"$out/qemu.log" 2>&1 & pids+=($!)
+# Background servers are logged, then started directly, so that `$!` is the server itself
+# (a backgrounded `run` would be a subshell, and the trap would kill only that).
+engine_cmd=(target/release/engine --qmp tcp:127.0.0.1:4490)
+qemu_cmd=(qemu-system-x86_64 -machine none -nodefaults -display none
+    -chardev socket,id=m,host=127.0.0.1,port=4491,server=on,wait=off,nodelay=on
+    -mon chardev=m,mode=control)
+echo "${engine_cmd[*]} &" >>"$out/commands.txt"
+"${engine_cmd[@]}" >"$out/engine.log" 2>&1 & pids+=($!)
+echo "${qemu_cmd[*]} &" >>"$out/commands.txt"
+"${qemu_cmd[@]}" >"$out/qemu.log" 2>&1 & pids+=($!)
 sleep 1
 run $loadgen -r tcp:127.0.0.1:4490 -c 1 --lane 'name=status,cmd=query-version,rate=2000' \
     --lane 'name=probe,cmd=ping,oob,rate=200' -d 10s --warmup 2s --label engine -o "$out/engine" \
