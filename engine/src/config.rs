@@ -10,9 +10,11 @@ pub struct Config {
     pub qmp: Vec<Address>,
     /// OVS-style JSON-RPC listeners.
     pub jsonrpc: Vec<Address>,
-    /// Parser threads; 0 means one per available core.
+    /// Parser threads; 0 means the default layout: with C usable cores, C − 1 parser threads
+    /// and the executor alone on the last core (one parser thread when C = 1).
     pub threads: usize,
-    /// Pin parser threads (and the executor, when a core is left for it) to cores.
+    /// Pin parser threads (and the executor, when a core is left for it) to cores. Without
+    /// pinning the executor cannot own a core, so it never spins before parking.
     pub pin: bool,
     /// Nice value of the executor thread (0: unchanged). Where the executor shares a core
     /// with a parser thread, a positive value lets the parser thread preempt it at once when
@@ -78,9 +80,6 @@ impl Config {
     pub(crate) fn validated(mut self) -> Result<Config, Error> {
         if self.qmp.is_empty() && self.jsonrpc.is_empty() {
             self.qmp.push(Self::DEFAULT_QMP.parse()?);
-        }
-        if self.threads == 0 {
-            self.threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         }
         let limits = &self.limits;
         if limits.max_message_bytes < 64 {

@@ -12,13 +12,13 @@ use mio::event::Source;
 use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
 
+use crate::call::Call;
 use crate::framer::{Framer, Step};
 use crate::job::ConnId;
 use crate::lane::Lane;
 use crate::peek::PADDING;
 use crate::qmp::Mode;
-use crate::registry::Outcome;
-use crate::reply::{self, Form};
+use crate::reply::Form;
 
 /// Initial read buffer size: a few typical control-plane messages, so idle connections stay
 /// cheap; it grows (doubling) only for larger messages.
@@ -226,8 +226,8 @@ impl<S, V> Session<S, V> {
 
     /// The executor's outcome for this session's oldest in-flight request: write its reply
     /// (and the ready replies queued behind it).
-    pub(crate) fn complete(&mut self, outcome: &Outcome) {
-        self.lane.complete(&mut self.output.buf, |out, to| reply::outcome(out, to, outcome));
+    pub(crate) fn complete(&mut self, call: &mut dyn Call<S, V>) {
+        self.lane.complete(&mut self.output.buf, |out, to| call.write_reply(out, to));
     }
 
     /// Every request has its reply written to the socket.

@@ -8,16 +8,15 @@
 //! into the connection's write buffer.
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use crossbeam_channel::Sender;
 use simd_json::Node;
 
+use crate::call::{BoxedCall, CallPool};
 use crate::config::Limits;
 use crate::conn::{Dialect, Input, Session};
 use crate::executor::contain_panic;
 use crate::framer::{Frame, Step, copy_compact};
-use crate::job::{Job, Work};
+use crate::job::{Job, JobSender, Work};
 use crate::jsonrpc;
 use crate::lane::{Lane, Pushed};
 use crate::peek::{Peeker, members};
@@ -47,27 +46,28 @@ pub(crate) struct Worker<S, V> {
     pub(crate) shared: Arc<V>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) info: Arc<ServerInfo>,
-    pub(crate) jobs: Sender<Job<S, V>>,
+    /// This thread's side of the hand-off to the executor.
+    pub(crate) jobs: JobSender<S, V>,
+    /// Reusable in-band calls, one free list per command.
+    pub(crate) calls: CallPool<S, V>,
     pub(crate) limits: Limits,
     /// The current request's id, compacted (empty: none, or a JSON-RPC notification).
     id: Vec<u8>,
-    /// Set when a job was parked because the queue was full.
-    pub(crate) queue_full: bool,
 }
 
 impl<S, V> Worker<S, V> {
     pub(crate) fn new(
-        thread: usize,
         commands: Arc<Commands<S, V>>,
         shared: Arc<V>,
         stats: Arc<Stats>,
         info: Arc<ServerInfo>,
-        jobs: Sender<Job<S, V>>,
+        jobs: JobSender<S, V>,
         limits: Limits,
     ) -> Self {
         Worker {
-            thread,
+            thread: jobs.thread(),
             peeker: Peeker::default(),
+            calls: CallPool::new(commands.len()),
             commands,
             shared,
             stats,
@@ -75,7 +75,6 @@ impl<S, V> Worker<S, V> {
             jobs,
             limits,
             id: Vec::with_capacity(64),
-            queue_full: false,
         }
     }
 
@@ -172,7 +171,8 @@ impl<S, V> Worker<S, V> {
         let wants_oob =
             oob || (conn.dialect == Dialect::JsonRpc && command.lane == CommandLane::AllowOob);
         if !wants_oob {
-            let prepared = (command.prepare)(&mut self.peeker, target.args);
+            let free = self.calls.free_list(command.index);
+            let prepared = (command.prepare)(&mut self.peeker, target.args, free);
             return self.submit(conn, form, prepared, bytes);
         }
         let Some(run) = &command.run_oob else {
@@ -277,7 +277,7 @@ impl<S, V> Worker<S, V> {
         &mut self,
         conn: &mut Session<S, V>,
         form: Form,
-        prepared: Result<crate::registry::Call<S, V>, CommandError>,
+        prepared: Result<BoxedCall<S, V>, CommandError>,
         bytes: usize,
     ) {
         let call = match prepared {
@@ -285,21 +285,12 @@ impl<S, V> Worker<S, V> {
             Err(err) => return self.answer_error(conn, false, form, &err),
         };
         bump(&self.counters().inband);
-        let job = Job {
-            thread: self.thread,
-            conn: conn.id,
-            enqueued: Instant::now(),
-            work: Work::Call(call),
-        };
+        let job = Job { conn: conn.id, work: Work::Call(call) };
         let to = ReplyTo { form, id: IdBuf::new(&self.id) };
         let limit = self.limits.max_inflight_per_conn;
-        match conn.lane.push_job(to, job, bytes, limit, &self.jobs) {
+        match conn.lane.push_job(to, job, bytes, limit, &mut self.jobs) {
             Pushed::Submitted => {}
-            Pushed::Parked => bump(&self.counters().parked),
-            Pushed::ParkedFull => {
-                bump(&self.counters().parked);
-                self.queue_full = true;
-            }
+            Pushed::Parked | Pushed::ParkedFull => bump(&self.counters().parked),
         }
     }
 }

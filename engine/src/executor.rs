@@ -1,24 +1,33 @@
 //! The executor thread: runs in-band jobs one at a time, in the order the queue delivers
 //! them, and owns the state `S`. This is the only ordered part of the engine.
 //!
-//! It never parses or encodes JSON and never touches a socket: it calls a decoded job's
-//! boxed function, delivers the typed outcome to the sending parser thread's mailbox, and
-//! wakes that thread only if it sleeps. It drains the queue in batches; statistics are
-//! published at most every `PUBLISH_EVERY`.
+//! It never parses or encodes JSON and never touches a socket. It takes a parser thread's
+//! turn of jobs as one [`Batch`], runs each call, and makes each outcome visible in the
+//! sending thread's mailbox at once; it wakes that thread only if it sleeps, before running
+//! the next job (so a slow job never holds replies already computed) and at the end of the
+//! batch: at most one wake-up per sleep. With a core of its own it spins briefly before
+//! parking, so a steady stream of turns costs no wake-up at all. Statistics are published at
+//! most every `PUBLISH_EVERY`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
-use crate::job::{Inbox, Job, Mailbox, Work};
+use crate::call::BoxedCall;
+use crate::job::{Arrival, Batch, ConnId, Done, Exchange, Job, Work};
 use crate::registry::{CommandError, Ctx, Effects, Event, Exec, ServerInfo};
 use crate::stats::{ExecutorHistograms, PUBLISH_EVERY, Stats};
 
-/// Jobs taken per batch before publishing statistics and waking threads that wait for
-/// queue space: bounds how long those wake-ups are deferred under a constant stream.
-const BATCH: usize = 256;
+/// Batches taken before ending the round (waking waiting threads, publishing statistics):
+/// bounds how long those are deferred under a constant stream.
+const BATCHES_PER_ROUND: usize = 64;
+
+/// How long an executor with a core of its own polls an empty queue before parking: longer
+/// than the gap between a parser thread's turns under load (so a steady stream needs no
+/// wake-up), short enough to cost little when the load stops.
+pub(crate) const SPIN: Duration = Duration::from_micros(50);
 
 /// Runs a handler; a panic becomes an error reply instead of killing the thread (and with
 /// it every later request). The state may be left half-updated by the panicking handler:
@@ -41,10 +50,14 @@ pub(crate) fn contain_panic<T>(
 pub(crate) struct Executor<S, V> {
     state: S,
     shared: Arc<V>,
-    rx: Receiver<Job<S, V>>,
-    mailboxes: Arc<[Mailbox]>,
+    rx: Receiver<Batch<S, V>>,
+    exchange: Arc<Exchange<S, V>>,
     stats: Arc<Stats>,
     info: Arc<ServerInfo>,
+    /// Poll an empty queue for [`SPIN`] before parking (only with a core of its own).
+    spin: bool,
+    /// Threads with outcomes delivered since they were last considered for a wake-up.
+    unwoken: Vec<usize>,
     /// Parser threads that have not yet reported `ParserDone`.
     parsers_left: usize,
     shutting_down: bool,
@@ -57,19 +70,21 @@ impl<S, V> Executor<S, V> {
     pub(crate) fn new(
         state: S,
         shared: Arc<V>,
-        rx: Receiver<Job<S, V>>,
-        mailboxes: Arc<[Mailbox]>,
+        rx: Receiver<Batch<S, V>>,
+        exchange: Arc<Exchange<S, V>>,
         stats: Arc<Stats>,
         info: Arc<ServerInfo>,
     ) -> Self {
-        let parsers_left = mailboxes.len();
+        let parsers_left = exchange.mailboxes().len();
         Executor {
             state,
             shared,
             rx,
-            mailboxes,
+            exchange,
             stats,
             info,
+            spin: false,
+            unwoken: Vec::with_capacity(parsers_left),
             parsers_left,
             shutting_down: false,
             local: ExecutorHistograms::new(),
@@ -77,58 +92,109 @@ impl<S, V> Executor<S, V> {
         }
     }
 
+    /// Lets the executor spin before parking: only when it has a core of its own.
+    pub(crate) fn with_spin(mut self, spin: bool) -> Self {
+        self.spin = spin;
+        self
+    }
+
     /// Runs until every parser thread has drained and exited.
     pub(crate) fn run(mut self) {
         while self.parsers_left > 0 {
-            let Ok(first) = self.rx.recv() else { break };
-            self.stats.queue_depth.store(self.rx.len(), Ordering::Relaxed);
-            self.handle(first);
-            for _ in 1..BATCH {
+            let Some(first) = self.next_batch() else { break };
+            self.run_batch(first);
+            for _ in 1..BATCHES_PER_ROUND {
                 match self.rx.try_recv() {
-                    Ok(job) => self.handle(job),
+                    Ok(batch) => self.run_batch(batch),
                     Err(_) => break,
                 }
             }
-            self.end_batch();
+            self.end_round();
         }
         self.publish();
         tracing::debug!("executor exits");
     }
 
-    fn handle(&mut self, job: Job<S, V>) {
-        match job.work {
-            Work::Call(call) => {
-                let started = Instant::now();
-                self.stats.set_busy(Some(started));
-                let mut effects = Effects::default();
-                let outcome = {
-                    let ctx = Ctx { shared: &*self.shared, stats: &self.stats, info: &self.info };
-                    let mut exec = Exec { state: &mut self.state, ctx, effects: &mut effects };
-                    contain_panic(|| call(&mut exec))
-                };
-                self.stats.set_busy(None);
-                self.local.record(started - job.enqueued, started.elapsed());
-                for event in effects.events {
-                    self.broadcast(event);
-                }
-                let mailbox = &self.mailboxes[job.thread];
-                mailbox.deliver(Inbox::Reply { conn: job.conn, outcome });
-                mailbox.wake_if_sleeping();
-                if let Some(reason) = effects.shutdown {
-                    self.begin_shutdown(reason);
-                }
+    /// The next batch: spins first if allowed, then parks until one comes.
+    fn next_batch(&self) -> Option<Batch<S, V>> {
+        if self.spin {
+            let until = Instant::now() + SPIN;
+            while self.rx.is_empty() && Instant::now() < until {
+                std::hint::spin_loop();
             }
+        }
+        self.rx.recv().ok()
+    }
+
+    fn run_batch(&mut self, mut batch: Batch<S, V>) {
+        let thread = batch.thread;
+        let jobs = batch.jobs.len();
+        self.exchange.dequeued(jobs);
+        for (i, job) in batch.jobs.drain(..).enumerate() {
+            let depth = self.exchange.queued() + (jobs - i - 1);
+            self.stats.queue_depth.store(depth, Ordering::Relaxed);
+            self.wake_sleepers();
+            self.handle(thread, batch.sent, job);
+        }
+        self.exchange.mailbox(thread).return_vec(batch.jobs);
+    }
+
+    fn handle(&mut self, thread: usize, sent: Instant, job: Job<S, V>) {
+        match job.work {
+            Work::Call(call) => self.call(thread, sent, job.conn, call),
             Work::Emit(event) => self.broadcast(event),
             Work::Shutdown(reason) => self.begin_shutdown(reason),
             Work::ParserDone => self.parsers_left -= 1,
         }
     }
 
+    fn call(&mut self, thread: usize, sent: Instant, conn: ConnId, mut call: BoxedCall<S, V>) {
+        let started = Instant::now();
+        self.stats.set_busy(Some(started));
+        let mut effects = Effects::default();
+        {
+            let ctx = Ctx { shared: &*self.shared, stats: &self.stats, info: &self.info };
+            let mut exec = Exec { state: &mut self.state, ctx, effects: &mut effects };
+            let ran = contain_panic(|| {
+                call.run(&mut exec);
+                Ok(())
+            });
+            if let Err(err) = ran {
+                call.fail(err);
+            }
+        }
+        self.stats.set_busy(None);
+        self.local.record(started.saturating_duration_since(sent), started.elapsed());
+        for event in effects.events {
+            self.broadcast(event);
+        }
+        self.exchange.mailbox(thread).deliver(Done { conn, call });
+        if !self.unwoken.contains(&thread) {
+            self.unwoken.push(thread);
+        }
+        if let Some(reason) = effects.shutdown {
+            self.begin_shutdown(reason);
+        }
+    }
+
+    /// Wakes the threads that have outcomes waiting and sleep: before each job, so a slow job
+    /// never holds replies already made, and once more before the executor itself waits.
+    fn wake_sleepers(&mut self) {
+        for thread in self.unwoken.drain(..) {
+            self.exchange.mailbox(thread).wake_if_sleeping();
+        }
+    }
+
     fn broadcast(&self, event: Event) {
         let event = Arc::new(event);
-        for mailbox in self.mailboxes.iter() {
-            mailbox.deliver(Inbox::Event(Arc::clone(&event)));
-            mailbox.wake_if_sleeping();
+        for (thread, mailbox) in self.exchange.mailboxes().iter().enumerate() {
+            if !mailbox.notify(Arrival::Event(Arc::clone(&event))) {
+                tracing::warn!(
+                    thread,
+                    event = event.name,
+                    "parser thread not draining; event dropped"
+                );
+            }
         }
     }
 
@@ -141,16 +207,15 @@ impl<S, V> Executor<S, V> {
         tracing::info!(reason, "shutting down");
         let data = serde_json::json!({ "guest": false, "reason": reason });
         self.broadcast(Event::now("SHUTDOWN".into(), Some(data)));
-        for mailbox in self.mailboxes.iter() {
-            mailbox.deliver(Inbox::Shutdown);
+        for mailbox in self.exchange.mailboxes() {
+            mailbox.notify(Arrival::Shutdown);
             mailbox.wake();
         }
     }
 
-    fn end_batch(&mut self) {
-        for mailbox in self.mailboxes.iter() {
-            mailbox.wake_if_waiting_for_space();
-        }
+    fn end_round(&mut self) {
+        self.wake_sleepers();
+        self.stats.queue_depth.store(self.exchange.queued(), Ordering::Relaxed);
         if self.last_publish.elapsed() >= PUBLISH_EVERY {
             self.publish();
         }

@@ -2,29 +2,28 @@
 //! public API: no stability promise, compiled only when the feature is on.
 //!
 //! Each type drives the engine's own code, not a copy of it: [`FrameCounter`] the framer,
-//! [`Peek`] the simd-json peek and QMP / JSON-RPC classification, [`Handoff`] the job queue,
-//! executor and mailbox wake-up across two threads, [`Pipeline`] the whole in-process
-//! request path of a parser thread (bytes in, reply bytes out) without sockets.
+//! [`Peek`] the simd-json peek and QMP / JSON-RPC classification, [`Handoff`] the batched
+//! hand-off, executor and mailbox wake-up across two threads, [`Pipeline`] the whole
+//! in-process request path of a parser thread (bytes in, reply bytes out) without sockets.
+//! Both of the latter are wired by the same constructor as a real server (`wiring.rs`).
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
-use mio::{Events, Poll, Waker};
+use mio::{Events, Poll};
 
 use crate::config::{Config, Limits};
 use crate::conn::{Dialect, Input, Session};
 use crate::demo::{DemoShared, DemoState};
 use crate::dispatch::Worker;
-use crate::executor::Executor;
 use crate::framer::{Framer, Step};
-use crate::job::{ConnId, Inbox, Job, Mailbox, Work};
+use crate::job::{Arrival, ConnId, Controller, Done, Job, Mailbox, Work};
 use crate::peek::Peeker;
 use crate::qmp::Mode;
-use crate::registry::{Empty, Registry, Reply, ServerInfo};
+use crate::registry::{Empty, NoArgs, Registry};
 use crate::reply::Form;
-use crate::stats::Stats;
+use crate::wiring::{ParserParts, Wiring};
 
 /// Bytes a message needs after it in its buffer for [`Peek`] (simd-json's SIMD loads).
 pub const PADDING: usize = crate::peek::PADDING;
@@ -81,50 +80,79 @@ impl Peek {
     }
 }
 
-/// Builds what a parser thread has: a poll with the executor's waker, its mailbox and inbox.
-fn parser_side(threads: usize) -> (Vec<Poll>, Arc<[Mailbox]>, Vec<Receiver<Inbox>>) {
-    let mut polls = Vec::new();
-    let mut mailboxes = Vec::new();
-    let mut inboxes = Vec::new();
-    for _ in 0..threads {
-        let poll = Poll::new().expect("poll");
-        let waker = Waker::new(poll.registry(), crate::parser::WAKER).expect("waker");
-        let (mailbox, inbox) = Mailbox::new(waker);
-        polls.push(poll);
-        mailboxes.push(mailbox);
-        inboxes.push(inbox);
-    }
-    (polls, mailboxes.into(), inboxes)
-}
-
-/// Sleeps in `poll` like a parser thread until the inbox has a message (bounded, so a bug
+/// Sleeps in `poll` like a parser thread until the mailbox has an outcome (bounded, so a bug
 /// cannot hang a benchmark forever).
-fn wait_for_inbox(
-    poll: &mut Poll,
-    events: &mut Events,
-    mailbox: &Mailbox,
-    inbox: &Receiver<Inbox>,
-) {
+fn wait_for_outcome<S, V>(poll: &mut Poll, events: &mut Events, mailbox: &Mailbox<S, V>) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while inbox.is_empty() {
-        assert!(Instant::now() < deadline, "no reply from the executor");
-        let timeout = if mailbox.try_sleep(inbox) { Some(Duration::from_secs(1)) } else { None };
-        if timeout.is_some() {
-            let _ = poll.poll(events, timeout);
+    while mailbox.is_empty() {
+        assert!(Instant::now() < deadline, "no outcome from the executor");
+        if mailbox.try_sleep() {
+            let _ = poll.poll(events, Some(Duration::from_secs(1)));
         }
         mailbox.awake();
     }
 }
 
-/// A parser-side sender and an executor thread with trivial state: the round trip of the
-/// job queue, the executor's batch loop, the mailbox and the wake-only-if-asleep protocol.
-pub struct Handoff {
-    jobs: Sender<Job<(), ()>>,
+/// A parser thread's side of a wired server (its poll and worker), with the executor
+/// running on a thread of its own: what [`Handoff`] and [`Pipeline`] drive.
+struct Harness<S, V> {
+    worker: Worker<S, V>,
     poll: Poll,
     events: Events,
-    mailboxes: Arc<[Mailbox]>,
-    inbox: Receiver<Inbox>,
+    controller: Controller<S, V>,
     executor: Option<JoinHandle<()>>,
+}
+
+impl<S: Send + 'static, V: Send + Sync + 'static> Harness<S, V> {
+    /// Wires one parser thread to an executor owning `registry`'s state, as `Server::start`
+    /// does, and starts the executor.
+    fn start(registry: Registry<S, V>) -> Self {
+        let Wiring { mut parsers, executor, controller, .. } =
+            Wiring::new(registry, 1, Limits::default(), Config::default().package)
+                .expect("poll and waker");
+        let ParserParts { poll, worker } = parsers.remove(0);
+        let executor = std::thread::spawn(move || executor.run());
+        Harness {
+            worker,
+            poll,
+            events: Events::with_capacity(16),
+            controller,
+            executor: Some(executor),
+        }
+    }
+
+    /// Hands this turn's jobs over, waits for at least one outcome, and passes each to
+    /// `complete` before recycling its call; returns how many came back.
+    fn round(&mut self, mut complete: impl FnMut(&mut Done<S, V>)) -> usize {
+        self.worker.jobs.flush();
+        let mailbox = self.worker.jobs.exchange().mailbox(0);
+        wait_for_outcome(&mut self.poll, &mut self.events, mailbox);
+        let mut n = 0;
+        while let Some(arrival) = mailbox.try_take() {
+            let Arrival::Done(mut done) = arrival else { continue }; // no events here
+            complete(&mut done);
+            self.worker.calls.recycle(done.call);
+            n += 1;
+        }
+        self.worker.jobs.completed(n);
+        n
+    }
+}
+
+impl<S, V> Drop for Harness<S, V> {
+    fn drop(&mut self) {
+        self.controller.send(Work::ParserDone);
+        if let Some(executor) = self.executor.take() {
+            let _ = executor.join();
+        }
+    }
+}
+
+/// A parser-side sender and an executor thread with trivial state: the round trip of a
+/// batch of in-band jobs through the hand-off, the executor's batch loop, the outcome
+/// mailbox and the wake-only-if-asleep protocol.
+pub struct Handoff {
+    harness: Harness<(), ()>,
 }
 
 impl std::fmt::Debug for Handoff {
@@ -133,56 +161,31 @@ impl std::fmt::Debug for Handoff {
     }
 }
 
+/// The one command [`Handoff`] sends: does nothing, returns `{}`.
+const NOOP: &str = "noop";
+
 impl Handoff {
     /// Starts the executor thread.
     pub fn start() -> Handoff {
-        let (mut polls, mailboxes, mut inboxes) = parser_side(1);
-        let (jobs, rx) = crossbeam_channel::bounded(Limits::default().queue_capacity);
-        let registry = Registry::new((), Arc::new(()));
-        let info = Arc::new(ServerInfo::new(&registry, "bench".into()));
-        let executor = Executor::new(
-            (),
-            registry.shared,
-            rx,
-            Arc::clone(&mailboxes),
-            Arc::new(Stats::new(1)),
-            info,
-        );
-        let executor = std::thread::spawn(move || executor.run());
-        Handoff {
-            jobs,
-            poll: polls.remove(0),
-            events: Events::with_capacity(16),
-            mailboxes,
-            inbox: inboxes.remove(0),
-            executor: Some(executor),
-        }
+        let mut registry = Registry::new((), Arc::new(()));
+        registry.inband(NOOP, |_, _: NoArgs| Ok(Empty {}));
+        Handoff { harness: Harness::start(registry) }
     }
 
-    /// Sends `batch` no-op in-band jobs, then waits (asleep in `poll`, as a parser thread
-    /// does) until all their outcomes are back.
+    /// Hands `batch` no-op in-band calls to the executor as one loop turn, then waits (asleep
+    /// in `poll`, as a parser thread does) until all their outcomes are back.
     pub fn round_trip(&mut self, batch: usize) {
+        let worker = &mut self.harness.worker;
+        let command = &worker.commands[NOOP];
         for _ in 0..batch {
-            let call = Box::new(|_: &mut crate::Exec<'_, (), ()>| Ok(Reply::new(Empty {})));
-            self.jobs.send(job(Work::Call(call))).expect("executor runs");
+            let free = worker.calls.free_list(command.index);
+            let call = (command.prepare)(&mut worker.peeker, None, free).expect("no arguments");
+            let job = Job { conn: ConnId { key: 0, serial: 0 }, work: Work::Call(call) };
+            worker.jobs.try_push(job).expect("a batch within the queue capacity");
         }
         let mut received = 0;
         while received < batch {
-            wait_for_inbox(&mut self.poll, &mut self.events, &self.mailboxes[0], &self.inbox);
-            received += self.inbox.try_iter().count();
-        }
-    }
-}
-
-fn job<S, V>(work: Work<S, V>) -> Job<S, V> {
-    Job { thread: 0, conn: ConnId { key: 0, serial: 0 }, enqueued: Instant::now(), work }
-}
-
-impl Drop for Handoff {
-    fn drop(&mut self) {
-        let _ = self.jobs.send(job(Work::ParserDone));
-        if let Some(executor) = self.executor.take() {
-            let _ = executor.join();
+            received += self.harness.round(|_| {});
         }
     }
 }
@@ -191,14 +194,9 @@ impl Drop for Handoff {
 /// framing, peek, OOB execution, job hand-off to a real executor thread running the demo
 /// command set, reply encoding.
 pub struct Pipeline {
-    worker: Worker<DemoState, DemoShared>,
+    harness: Harness<DemoState, DemoShared>,
     input: Input,
     session: Session<DemoState, DemoShared>,
-    poll: Poll,
-    events: Events,
-    mailboxes: Arc<[Mailbox]>,
-    inbox: Receiver<Inbox>,
-    executor: Option<JoinHandle<()>>,
     /// Replies produced so far (tests only; benchmarks discard them).
     #[cfg(test)]
     collected: Vec<u8>,
@@ -213,35 +211,12 @@ impl std::fmt::Debug for Pipeline {
 impl Pipeline {
     /// Starts the executor with the demo command set; the session has `oob` negotiated.
     pub fn start() -> Pipeline {
-        let limits = Limits::default();
-        let (mut polls, mailboxes, mut inboxes) = parser_side(1);
-        let (jobs, rx) = crossbeam_channel::bounded(limits.queue_capacity);
-        let registry = crate::demo::registry();
-        let info = Arc::new(ServerInfo::new(&registry, Config::default().package));
-        let stats = Arc::new(Stats::new(1));
-        let Registry { state, shared, commands, .. } = registry;
-        let worker = Worker::new(
-            0,
-            Arc::new(commands),
-            Arc::clone(&shared),
-            Arc::clone(&stats),
-            Arc::clone(&info),
-            jobs,
-            limits,
-        );
-        let executor = Executor::new(state, shared, rx, Arc::clone(&mailboxes), stats, info);
-        let executor = std::thread::spawn(move || executor.run());
         let mut session = Session::new(ConnId { key: 0, serial: 0 }, Dialect::Qmp);
         session.mode = Mode::Commands { oob: true };
         Pipeline {
-            worker,
-            input: Input::new(limits.max_message_bytes),
+            harness: Harness::start(crate::demo::registry()),
+            input: Input::new(Limits::default().max_message_bytes),
             session,
-            poll: polls.remove(0),
-            events: Events::with_capacity(16),
-            mailboxes,
-            inbox: inboxes.remove(0),
-            executor: Some(executor),
             #[cfg(test)]
             collected: Vec::new(),
         }
@@ -252,15 +227,13 @@ impl Pipeline {
     pub fn feed(&mut self, mut bytes: &[u8]) -> usize {
         while !bytes.is_empty() {
             self.input.read_from(&mut bytes).expect("reading a slice cannot fail");
-            self.worker.handle_input(&mut self.input, &mut self.session);
+            self.harness.worker.handle_input(&mut self.input, &mut self.session);
         }
-        let limit = self.worker.limits.max_inflight_per_conn;
+        let limit = self.harness.worker.limits.max_inflight_per_conn;
         while !self.session.lane.is_idle() {
-            self.session.lane.submit_parked(limit, &self.worker.jobs);
-            wait_for_inbox(&mut self.poll, &mut self.events, &self.mailboxes[0], &self.inbox);
-            while let Ok(Inbox::Reply { outcome, .. }) = self.inbox.try_recv() {
-                self.session.complete(&outcome);
-            }
+            self.session.lane.submit_parked(limit, &mut self.harness.worker.jobs);
+            let session = &mut self.session;
+            self.harness.round(|done| session.complete(&mut *done.call));
         }
         let produced = self.session.output.pending();
         #[cfg(test)]
@@ -273,15 +246,6 @@ impl Pipeline {
     #[cfg(test)]
     fn take_output(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.collected)
-    }
-}
-
-impl Drop for Pipeline {
-    fn drop(&mut self) {
-        let _ = self.worker.jobs.send(job(Work::ParserDone));
-        if let Some(executor) = self.executor.take() {
-            let _ = executor.join();
-        }
     }
 }
 

@@ -9,9 +9,7 @@
 
 use std::collections::VecDeque;
 
-use crossbeam_channel::{Sender, TrySendError};
-
-use crate::job::Job;
+use crate::job::{Job, JobSender};
 use crate::reply::ReplyTo;
 
 /// One in-band request that owes a reply.
@@ -29,7 +27,7 @@ enum Entry<S, V> {
 pub(crate) enum Pushed {
     Submitted,
     Parked,
-    /// The queue was full: the job is parked and the executor should wake us when it drains.
+    /// No credit was left: the job is parked until outcomes give credits back.
     ParkedFull,
 }
 
@@ -72,6 +70,11 @@ impl<S, V> Lane<S, V> {
         self.unparked < self.entries.len()
     }
 
+    /// Parked jobs wait for credits, not for this connection's own in-flight limit.
+    pub(crate) fn waits_for_credit(&self, limit: usize) -> bool {
+        self.has_parked() && self.inflight < limit
+    }
+
     pub(crate) fn held_bytes(&self) -> usize {
         self.held_bytes
     }
@@ -92,20 +95,20 @@ impl<S, V> Lane<S, V> {
         job: Job<S, V>,
         bytes: usize,
         limit: usize,
-        jobs: &Sender<Job<S, V>>,
+        jobs: &mut JobSender<S, V>,
     ) -> Pushed {
         if self.has_parked() || self.inflight >= limit {
             self.park(to, job, bytes);
             return Pushed::Parked;
         }
-        match jobs.try_send(job) {
+        match jobs.try_push(job) {
             Ok(()) => {
                 self.entries.push_back(Entry::Submitted(to));
                 self.unparked += 1;
                 self.inflight += 1;
                 Pushed::Submitted
             }
-            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
+            Err(job) => {
                 self.park(to, job, bytes);
                 Pushed::ParkedFull
             }
@@ -117,9 +120,9 @@ impl<S, V> Lane<S, V> {
         self.entries.push_back(Entry::Parked { to, job, bytes });
     }
 
-    /// Submits parked jobs while the in-flight limit and the queue allow. Returns false if
-    /// the queue was full.
-    pub(crate) fn submit_parked(&mut self, limit: usize, jobs: &Sender<Job<S, V>>) -> bool {
+    /// Submits parked jobs while the in-flight limit and the credits allow. Returns false if
+    /// credits ran out.
+    pub(crate) fn submit_parked(&mut self, limit: usize, jobs: &mut JobSender<S, V>) -> bool {
         while self.unparked < self.entries.len() {
             let slot = &mut self.entries[self.unparked];
             if let Entry::Ready(_) = slot {
@@ -134,14 +137,14 @@ impl<S, V> Lane<S, V> {
             else {
                 unreachable!("entries from `unparked` on are parked or ready");
             };
-            match jobs.try_send(job) {
+            match jobs.try_push(job) {
                 Ok(()) => {
                     *slot = Entry::Submitted(to);
                     self.unparked += 1;
                     self.inflight += 1;
                     self.held_bytes -= bytes;
                 }
-                Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
+                Err(job) => {
                     *slot = Entry::Parked { to, job, bytes };
                     return false;
                 }
@@ -174,50 +177,63 @@ impl<S, V> Lane<S, V> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
-    use crate::job::{ConnId, Work};
-    use crate::registry::{CommandError, Outcome, Reply};
+    use crate::job::{Batch, Exchange, Mailbox, Work};
+    use crate::registry::CommandError;
     use crate::reply::{self, Form, IdBuf};
 
     type TestLane = Lane<(), ()>;
 
     fn job() -> Job<(), ()> {
-        Job {
-            thread: 0,
-            conn: ConnId { key: 0, serial: 0 },
-            enqueued: std::time::Instant::now(),
-            work: Work::ParserDone,
-        }
+        Job::control(Work::ParserDone)
     }
 
     fn to(id: &[u8]) -> ReplyTo {
         ReplyTo { form: Form::Qmp, id: IdBuf::new(id) }
     }
 
+    /// A sender whose pool holds `capacity` credits, and the queue it sends to.
+    fn sender(capacity: usize) -> (JobSender<(), ()>, crossbeam_channel::Receiver<Batch<(), ()>>) {
+        let poll = mio::Poll::new().unwrap();
+        let waker = mio::Waker::new(poll.registry(), mio::Token(0)).unwrap();
+        let exchange = Arc::new(Exchange::new(vec![Mailbox::new(waker, capacity)], capacity));
+        let (tx, rx) = crossbeam_channel::bounded(capacity + 1);
+        (JobSender::new(0, tx, exchange), rx)
+    }
+
+    /// The executor ran `n` jobs: their outcomes give the credits back.
+    fn answered(jobs: &mut JobSender<(), ()>, rx: &crossbeam_channel::Receiver<Batch<(), ()>>) {
+        jobs.flush();
+        let n: usize = rx.try_iter().map(|batch| batch.jobs.len()).sum();
+        jobs.completed(n);
+    }
+
     fn fail(lane: &mut TestLane, out: &mut Vec<u8>) {
-        let outcome: Outcome = Err::<Reply, _>(CommandError::generic("x"));
+        let outcome: Result<(), _> = Err(CommandError::generic("x"));
         lane.complete(out, |out, to| reply::outcome(out, to, &outcome));
     }
 
     #[test]
     fn replies_leave_in_order_with_local_errors_and_parking() {
-        let (tx, rx) = crossbeam_channel::bounded(2);
+        let (mut jobs, rx) = sender(8);
         let mut lane = TestLane::default();
         let mut out = Vec::new();
-        assert_eq!(lane.push_job(to(b"1"), job(), 10, 2, &tx), Pushed::Submitted);
+        assert_eq!(lane.push_job(to(b"1"), job(), 10, 2, &mut jobs), Pushed::Submitted);
         lane.push_ready(b"E2\n".to_vec());
-        assert_eq!(lane.push_job(to(b"3"), job(), 10, 2, &tx), Pushed::Submitted);
-        assert_eq!(lane.push_job(to(b"4"), job(), 10, 2, &tx), Pushed::Parked);
+        assert_eq!(lane.push_job(to(b"3"), job(), 10, 2, &mut jobs), Pushed::Submitted);
+        assert_eq!(lane.push_job(to(b"4"), job(), 10, 2, &mut jobs), Pushed::Parked);
         lane.push_ready(b"E5\n".to_vec());
         assert_eq!(lane.held_bytes(), 10 + 3 + 3, "one parked request and two ready replies");
+        assert!(!lane.waits_for_credit(2), "parked by the in-flight limit");
 
-        rx.recv().unwrap();
+        answered(&mut jobs, &rx);
         fail(&mut lane, &mut out);
-        assert!(lane.submit_parked(2, &tx), "one slot freed, queue has room");
+        assert!(lane.submit_parked(2, &mut jobs), "one slot freed, credits left");
         assert_eq!(lane.held_bytes(), 3, "E5 waits behind request 4");
-        rx.recv().unwrap();
         fail(&mut lane, &mut out);
-        rx.recv().unwrap();
+        answered(&mut jobs, &rx);
         fail(&mut lane, &mut out);
         assert!(lane.is_idle());
         let text = String::from_utf8(out).unwrap();
@@ -229,14 +245,15 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_parks_and_resubmits_later() {
-        let (tx, rx) = crossbeam_channel::bounded(1);
+    fn no_credit_parks_and_resubmits_once_outcomes_return() {
+        let (mut jobs, rx) = sender(1);
         let mut lane = TestLane::default();
-        assert_eq!(lane.push_job(to(b"1"), job(), 5, 8, &tx), Pushed::Submitted);
-        assert_eq!(lane.push_job(to(b"2"), job(), 5, 8, &tx), Pushed::ParkedFull);
-        assert!(!lane.submit_parked(8, &tx));
-        rx.recv().unwrap();
-        assert!(lane.submit_parked(8, &tx));
+        assert_eq!(lane.push_job(to(b"1"), job(), 5, 8, &mut jobs), Pushed::Submitted);
+        assert_eq!(lane.push_job(to(b"2"), job(), 5, 8, &mut jobs), Pushed::ParkedFull);
+        assert!(lane.waits_for_credit(8));
+        assert!(!lane.submit_parked(8, &mut jobs));
+        answered(&mut jobs, &rx);
+        assert!(lane.submit_parked(8, &mut jobs));
         assert!(!lane.has_parked());
     }
 }

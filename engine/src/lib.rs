@@ -6,12 +6,12 @@
 //!  clients ──► parser thread 0..N-1 (one per core, pinned, own mio loop, own listeners)
 //!                read ► frame ► peek (simd-json tape, in place)
 //!                  ├─ exec-oob ► run handler here ► encode ► connection write buffer
-//!                  └─ in-band  ► decode args here ► Job ──► crossbeam queue ──┐
-//!                                                                             ▼
-//!                                          executor thread (one): runs jobs one at a
-//!                                          time, in one total order, owns the state;
-//!                                          never touches JSON or sockets
-//!                reply inbox ◄── per-thread queue + wake (only if asleep) ◄──┘
+//!                  └─ in-band  ► decode args here ► Job ─► one batch per loop turn ─┐
+//!                                                                                  ▼
+//!                                      executor thread (one, on a core of its own):
+//!                                      runs jobs one at a time, in one total order,
+//!                                      owns the state; never touches JSON or sockets
+//!                outcome ring ◄── per-thread, wake at most once per batch (if asleep) ◄┘
 //!                encode ► write buffer ► one write per connection per loop turn
 //! ```
 //!
@@ -33,14 +33,18 @@
 //! - `jsonrpc`: the OVS JSON-RPC 1.0 / 2.0 dialect: classification and encoding.
 //! - `reply`: reply forms and ids, encoding dispatched by dialect.
 //! - `lane`: a connection's ordered in-band replies, in-flight limit and parking.
-//! - `job`: jobs, inbox messages, and the sleep/wake protocol.
+//! - `call`: a decoded in-band call, typed arguments in and typed result out, reused.
+//! - `job`: the hand-off: batches of jobs, outcome mailboxes, credits, the wake protocol.
 //! - `executor`: the ordered executor thread.
+//! - `placement`: thread layout and pinning policy.
+//! - `wiring`: builds a server's parts (used by `server` and `internals`).
 //! - `registry`: the public command API.
 //! - `stats`: counters and latency histograms for `query-stats`.
 //! - [`demo`]: the demo command set.
 //! - `internals` (feature `internals`): hot-path pieces for the benchmarks.
 
 mod address;
+mod call;
 mod config;
 mod conn;
 pub mod demo;
@@ -56,11 +60,13 @@ mod lane;
 mod listener;
 mod parser;
 mod peek;
+mod placement;
 mod qmp;
 mod registry;
 mod reply;
 mod server;
 mod stats;
+mod wiring;
 
 pub use address::Address;
 pub use config::{Config, Limits};

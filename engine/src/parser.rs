@@ -10,13 +10,12 @@ use std::io::{self, ErrorKind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
 use mio::{Events, Poll, Token};
 use slab::Slab;
 
 use crate::conn::{Conn, Dialect, Stream};
 use crate::dispatch::Worker;
-use crate::job::{ConnId, Inbox, Job, Mailbox, Work};
+use crate::job::{Arrival, ConnId, Controller, Done, Exchange, Flushed, Mailbox, Work};
 use crate::listener::Listener;
 use crate::qmp::{self, Mode};
 use crate::registry::Event;
@@ -35,14 +34,16 @@ const READS_PER_TURN: usize = 4;
 const SLOW_CONSUMER_BUDGETS: usize = 4;
 /// Readiness events taken per `poll`.
 const EVENTS: usize = 1024;
+/// How soon to retry handing over a batch that found the queue full of control jobs.
+const KEPT_RETRY: Duration = Duration::from_millis(1);
 
 /// One parser thread's loop state.
 pub(crate) struct ParserThread<S, V> {
     pub(crate) poll: Poll,
     pub(crate) listeners: Vec<Listener>,
     pub(crate) conns: Slab<Conn<S, V>>,
-    pub(crate) inbox: Receiver<Inbox>,
-    pub(crate) mailboxes: Arc<[Mailbox]>,
+    /// Where outcomes and notices arrive (this thread's mailbox) and credits return.
+    exchange: Arc<Exchange<S, V>>,
     pub(crate) worker: Worker<S, V>,
     /// Never reused: tells replies for a closed connection from its slot's next tenant.
     next_serial: u32,
@@ -50,8 +51,8 @@ pub(crate) struct ParserThread<S, V> {
     active: Vec<usize>,
     /// The list being serviced (swapped with `active` each turn, to keep both allocations).
     servicing: Vec<usize>,
-    /// Connections with jobs parked because the queue was full.
-    waiting_space: Vec<usize>,
+    /// Connections with jobs parked for lack of credit.
+    waiting_credit: Vec<usize>,
     /// Set once shutdown began: stop reading, answer what was read, exit by this time.
     drain_until: Option<Instant>,
     /// The current event's encoding, reused.
@@ -62,21 +63,18 @@ impl<S, V> ParserThread<S, V> {
     pub(crate) fn new(
         poll: Poll,
         listeners: Vec<Listener>,
-        inbox: Receiver<Inbox>,
-        mailboxes: Arc<[Mailbox]>,
         worker: Worker<S, V>,
     ) -> io::Result<Self> {
         let mut thread = ParserThread {
             poll,
             listeners,
             conns: Slab::new(),
-            inbox,
-            mailboxes,
+            exchange: Arc::clone(worker.jobs.exchange()),
             worker,
             next_serial: 0,
             active: Vec::new(),
             servicing: Vec::new(),
-            waiting_space: Vec::new(),
+            waiting_credit: Vec::new(),
             drain_until: None,
             scratch: Vec::new(),
         };
@@ -86,8 +84,8 @@ impl<S, V> ParserThread<S, V> {
         Ok(thread)
     }
 
-    fn mailbox(&self) -> &Mailbox {
-        &self.mailboxes[self.worker.thread]
+    fn mailbox(&self) -> &Mailbox<S, V> {
+        self.exchange.mailbox(self.worker.thread)
     }
 
     /// Runs until shutdown has drained this thread's connections.
@@ -106,8 +104,9 @@ impl<S, V> ParserThread<S, V> {
                 self.on_event(event);
             }
             self.drain_inbox();
-            self.retry_waiting_space();
+            self.retry_waiting_credit();
             self.service_active();
+            self.hand_over();
         }
         self.finish();
     }
@@ -115,7 +114,13 @@ impl<S, V> ParserThread<S, V> {
     /// Zero when work is pending; otherwise sleep (after telling the executor, which then
     /// wakes us for replies), until the drain deadline when draining.
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.active.is_empty() || !self.mailbox().try_sleep(&self.inbox) {
+        if !self.active.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        if self.worker.jobs.has_kept() {
+            return Some(KEPT_RETRY);
+        }
+        if !self.mailbox().try_sleep() {
             return Some(Duration::ZERO);
         }
         self.drain_until.map(|until| until.saturating_duration_since(Instant::now()))
@@ -185,21 +190,33 @@ impl<S, V> ParserThread<S, V> {
         self.activate(key);
     }
 
+    /// Handles everything the executor has delivered, in order: writes the replies of the
+    /// outcomes (handing their credits back), broadcasts events, begins draining.
     fn drain_inbox(&mut self) {
-        while let Ok(message) = self.inbox.try_recv() {
-            match message {
-                Inbox::Reply { conn, outcome } => {
-                    let Some(c) = self.conns.get_mut(conn.key as usize) else { continue };
-                    if c.session.id != conn {
-                        continue; // its connection closed; the slot has a new tenant
-                    }
-                    c.session.complete(&outcome);
-                    self.activate(conn.key as usize);
+        let mut completed = 0;
+        while let Some(arrival) = self.mailbox().try_take() {
+            match arrival {
+                Arrival::Done(done) => {
+                    completed += 1;
+                    self.complete(done);
                 }
-                Inbox::Event(event) => self.broadcast(&event),
-                Inbox::Shutdown => self.begin_drain(),
+                Arrival::Event(event) => self.broadcast(&event),
+                Arrival::Shutdown => self.begin_drain(),
             }
         }
+        self.worker.jobs.completed(completed);
+    }
+
+    fn complete(&mut self, mut done: Done<S, V>) {
+        let key = done.conn.key as usize;
+        // A connection that has closed since: its slot may have a new tenant, skip it.
+        if let Some(conn) = self.conns.get_mut(key)
+            && conn.session.id == done.conn
+        {
+            conn.session.complete(&mut *done.call);
+            self.activate(key);
+        }
+        self.worker.calls.recycle(done.call);
     }
 
     /// Encodes an event once and appends it to every negotiated session. Replies are bounded
@@ -243,9 +260,21 @@ impl<S, V> ParserThread<S, V> {
         }
     }
 
-    fn retry_waiting_space(&mut self) {
-        for key in std::mem::take(&mut self.waiting_space) {
+    fn retry_waiting_credit(&mut self) {
+        for key in std::mem::take(&mut self.waiting_credit) {
             self.activate(key);
+        }
+    }
+
+    /// End of the turn: the turn's jobs go to the executor in one batch. Connections left
+    /// waiting for credit are retried at once if credits came back meanwhile, else when the
+    /// thread that returns them wakes this one.
+    fn hand_over(&mut self) {
+        if self.worker.jobs.flush() == Flushed::Kept {
+            tracing::trace!(thread = self.worker.thread, "job queue full of control jobs");
+        }
+        if !self.waiting_credit.is_empty() && self.exchange.want_credits(self.worker.thread) {
+            self.retry_waiting_credit();
         }
     }
 
@@ -261,36 +290,55 @@ impl<S, V> ParserThread<S, V> {
         self.servicing.clear();
     }
 
-    /// One turn of a connection: submit parked jobs, read and handle what arrived, write.
+    /// One turn of a connection: submit parked jobs, read and handle what arrived, write,
+    /// then close it or decide when it needs its next turn.
     fn service(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        let limit = self.worker.limits.max_inflight_per_conn;
-        let lane = &mut conn.session.lane;
-        if lane.has_parked() && !lane.submit_parked(limit, &self.worker.jobs) {
-            self.worker.queue_full = true;
+        if !self.conns.contains(key) {
+            return;
         }
+        self.resubmit_parked(key);
         if self.drain_until.is_none() {
             self.read(key);
         }
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        if conn.writable && !conn.broken {
-            match conn.session.output.flush(&mut conn.stream) {
-                Ok(all) => conn.writable = all,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => conn.writable = false,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => conn.broken = true,
-            }
+        self.write(key);
+        self.settle(key);
+    }
+
+    /// Parked jobs go to the executor as far as the in-flight limit and credits allow.
+    fn resubmit_parked(&mut self, key: usize) {
+        let limit = self.worker.limits.max_inflight_per_conn;
+        let lane = &mut self.conns[key].session.lane;
+        if lane.has_parked() {
+            lane.submit_parked(limit, &mut self.worker.jobs);
         }
-        if self.worker.queue_full {
-            self.worker.queue_full = false;
-            self.waiting_space.push(key);
-            self.mailbox().want_space();
+    }
+
+    /// One write of everything pending, if the socket can take it.
+    fn write(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if !conn.writable || conn.broken {
+            return;
         }
+        match conn.session.output.flush(&mut conn.stream) {
+            Ok(all) => conn.writable = all,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => conn.writable = false,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => conn.broken = true,
+        }
+    }
+
+    /// After a connection's turn: close it when it is done, note it if it waits for credit,
+    /// and give it another turn if the fairness cap stopped its reading.
+    fn settle(&mut self, key: usize) {
         let conn = &self.conns[key];
-        let more_to_read = conn.readable && !conn.read_closed && !self.is_paused(key);
         if conn.is_finished() || (self.drain_until.is_some() && self.is_answered(key)) {
-            self.close(key);
-        } else if more_to_read && self.drain_until.is_none() {
+            return self.close(key);
+        }
+        if conn.session.lane.waits_for_credit(self.worker.limits.max_inflight_per_conn) {
+            self.waiting_credit.push(key);
+        }
+        let more_to_read = conn.readable && !conn.read_closed && !self.is_paused(key);
+        if more_to_read && self.drain_until.is_none() {
             self.activate(key); // fairness cap hit: continue next turn
         }
     }
@@ -366,20 +414,11 @@ impl<S, V> ParserThread<S, V> {
 
 /// Tells the executor that a parser thread is gone when dropped, however the thread ends
 /// (even by a panic), so the executor, which exits after the last one, can never wait forever.
-pub(crate) struct ExitNotice<S, V> {
-    pub(crate) thread: usize,
-    pub(crate) jobs: crossbeam_channel::Sender<Job<S, V>>,
-}
+pub(crate) struct ExitNotice<S, V>(pub(crate) Controller<S, V>);
 
 impl<S, V> Drop for ExitNotice<S, V> {
     fn drop(&mut self) {
-        let done = Job {
-            thread: self.thread,
-            conn: ConnId { key: 0, serial: 0 },
-            enqueued: Instant::now(),
-            work: Work::ParserDone,
-        };
         // Blocks at most until the executor takes a batch; it is draining too.
-        let _ = self.jobs.send(done);
+        self.0.send(Work::ParserDone);
     }
 }

@@ -4,8 +4,8 @@
 //! In-band handlers run on the executor with `&mut S` (the state it owns, one at a time, in
 //! one total order); allow-oob handlers run on whichever parser thread read the request, with
 //! a shared view `&V`. Argument decoding and reply encoding both happen on parser threads:
-//! the closures stored here erase the types so the executor only ever calls a boxed function
-//! and hands back a boxed value.
+//! the closures stored here erase the types, and an in-band request crosses to the executor
+//! and back as one reusable typed call (`call.rs`).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use simd_json::Node;
 
+use crate::call::{BoxedCall, TypedCall};
 use crate::peek::Peeker;
 use crate::stats::{Stats, StatsSnapshot};
 
@@ -257,45 +258,17 @@ impl Event {
     }
 }
 
-/// A handler's successful result, still typed; encoded on the parser thread.
-pub(crate) struct Reply(Box<dyn EncodeJson + Send>);
-
-impl Reply {
-    pub(crate) fn new(value: impl Serialize + Send + 'static) -> Reply {
-        Reply(Box::new(value))
-    }
-
-    pub(crate) fn encode(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
-        self.0.encode(out)
-    }
-}
-
-impl fmt::Debug for Reply {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Reply(..)")
-    }
-}
-
-/// Object-safe `Serialize`, so replies of any type cross the channel in one box.
-trait EncodeJson {
-    fn encode(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error>;
-}
-
-impl<T: Serialize> EncodeJson for T {
-    fn encode(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
-        serde_json::to_writer(out, self)
-    }
-}
-
-/// The result of running a command.
-pub(crate) type Outcome = Result<Reply, CommandError>;
-
-/// A decoded in-band call, ready for the executor.
-pub(crate) type Call<S, V> = Box<dyn FnOnce(&mut Exec<'_, S, V>) -> Outcome + Send>;
-
-/// Decodes arguments on the parser thread into a call for the executor.
-type Prepare<S, V> =
-    Box<dyn Fn(&mut Peeker, Option<&[Node<'_>]>) -> Result<Call<S, V>, CommandError> + Send + Sync>;
+/// Decodes arguments on the parser thread into a call for the executor, reusing a call from
+/// the command's free list.
+type Prepare<S, V> = Box<
+    dyn Fn(
+            &mut Peeker,
+            Option<&[Node<'_>]>,
+            &mut Vec<BoxedCall<S, V>>,
+        ) -> Result<BoxedCall<S, V>, CommandError>
+        + Send
+        + Sync,
+>;
 
 /// Decodes, runs and encodes an allow-oob command on the parser thread, writing the result
 /// value to the output buffer.
@@ -311,6 +284,8 @@ pub(crate) type ShutdownHook<V> = Box<dyn Fn(&V) + Send + Sync>;
 /// A registered command, types erased.
 pub(crate) struct Command<S, V> {
     pub(crate) lane: Lane,
+    /// Registration order: indexes per-command tables such as each thread's call pool.
+    pub(crate) index: usize,
     /// Builds the in-band call (also used for allow-oob commands sent with `execute`).
     pub(crate) prepare: Prepare<S, V>,
     /// Runs the command right here (allow-oob commands only).
@@ -350,13 +325,8 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Registry<S, V> {
         R: Serialize + Send + 'static,
         F: Fn(&mut Exec<'_, S, V>, A) -> Result<R, CommandError> + Send + Sync + 'static,
     {
-        let handler = Arc::new(handler);
-        let prepare: Prepare<S, V> = Box::new(move |peeker, args| {
-            let args: A = peeker.decode(args).map_err(CommandError::invalid_arguments)?;
-            let handler = Arc::clone(&handler);
-            Ok(Box::new(move |exec: &mut Exec<'_, S, V>| handler(exec, args).map(Reply::new)))
-        });
-        self.add(name, Command { lane: Lane::InBand, prepare, run_oob: None })
+        let prepare = self.prepare_with::<A, R, F>(Arc::new(handler));
+        self.add(name, Lane::InBand, prepare, None)
     }
 
     /// Registers an allow-oob command: with `exec-oob`, `handler` runs on the parser thread
@@ -373,18 +343,31 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Registry<S, V> {
     {
         let handler = Arc::new(handler);
         let inband = Arc::clone(&handler);
-        let prepare: Prepare<S, V> = Box::new(move |peeker, args| {
-            let args: A = peeker.decode(args).map_err(CommandError::invalid_arguments)?;
-            let handler = Arc::clone(&inband);
-            Ok(Box::new(move |exec: &mut Exec<'_, S, V>| handler(&exec.ctx, args).map(Reply::new)))
-        });
+        let prepare =
+            self.prepare_with::<A, R, _>(Arc::new(move |exec: &mut Exec<'_, S, V>, args: A| {
+                inband(&exec.ctx, args)
+            }));
         let run_oob: RunOob<V> = Box::new(move |ctx, peeker, args, out| {
             let args: A = peeker.decode(args).map_err(CommandError::invalid_arguments)?;
             let result = handler(ctx, args)?;
             serde_json::to_writer(out, &result)
                 .map_err(|e| CommandError::generic(format!("cannot encode the result: {e}")))
         });
-        self.add(name, Command { lane: Lane::AllowOob, prepare, run_oob: Some(run_oob) })
+        self.add(name, Lane::AllowOob, prepare, Some(run_oob))
+    }
+
+    /// The argument decoder of a command registered next, whose in-band handler is `handler`.
+    fn prepare_with<A, R, H>(&self, handler: Arc<H>) -> Prepare<S, V>
+    where
+        A: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        H: Fn(&mut Exec<'_, S, V>, A) -> Result<R, CommandError> + Send + Sync + 'static,
+    {
+        let index = self.commands.len();
+        Box::new(move |peeker, args, free| {
+            let args: A = peeker.decode(args).map_err(CommandError::invalid_arguments)?;
+            Ok(TypedCall::<A, R, H>::prepare(index, &handler, args, free))
+        })
     }
 
     /// Called (from the thread that starts shutdown) before the server drains, e.g. to release
@@ -394,10 +377,17 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Registry<S, V> {
         self
     }
 
-    fn add(&mut self, name: &str, command: Command<S, V>) -> &mut Self {
+    fn add(
+        &mut self,
+        name: &str,
+        lane: Lane,
+        prepare: Prepare<S, V>,
+        run_oob: Option<RunOob<V>>,
+    ) -> &mut Self {
         assert!(!name.is_empty() && name != crate::qmp::CAPABILITIES, "reserved name '{name}'");
-        let previous = self.commands.insert(name.to_owned(), command);
-        assert!(previous.is_none(), "command '{name}' registered twice");
+        assert!(!self.commands.contains_key(name), "command '{name}' registered twice");
+        let index = self.commands.len();
+        self.commands.insert(name.to_owned(), Command { lane, index, prepare, run_oob });
         self
     }
 

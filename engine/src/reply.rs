@@ -2,7 +2,9 @@
 //! request that asked for it (QMP, OVS JSON-RPC 1.0, JSON-RPC 2.0) with that request's id
 //! bytes, so an in-band reply that comes back later still knows both. Parser threads only.
 
-use crate::registry::{CommandError, Outcome};
+use serde::Serialize;
+
+use crate::registry::CommandError;
 use crate::{jsonrpc, qmp};
 
 /// The wire form of a reply.
@@ -105,12 +107,15 @@ pub(crate) fn error(out: &mut Vec<u8>, form: Form, err: &CommandError, id: &[u8]
 }
 
 /// The reply to an executed in-band command.
-pub(crate) fn outcome(out: &mut Vec<u8>, to: &ReplyTo, outcome: &Outcome) {
+pub(crate) fn outcome<R: Serialize>(
+    out: &mut Vec<u8>,
+    to: &ReplyTo,
+    outcome: &Result<R, CommandError>,
+) {
     let id = to.id.as_bytes();
     let written = match outcome {
         Ok(value) => write_return(out, to.form, id, |out| {
-            value
-                .encode(out)
+            serde_json::to_writer(out, value)
                 .map_err(|e| CommandError::generic(format!("cannot encode the result: {e}")))
         }),
         Err(err) => Err(err.clone()),

@@ -1,6 +1,7 @@
 //! Starting and stopping a server: binds every listener on the caller's thread (so errors
-//! come back from `start`), spawns the pinned parser threads and the executor, and returns a
-//! [`ServerHandle`] that reports addresses, emits events and shuts down gracefully.
+//! come back from `start`), wires the threads (`wiring.rs`), spawns them where the layout
+//! (`placement.rs`) puts them, and returns a [`ServerHandle`] that reports addresses, emits
+//! events and shuts down gracefully.
 //!
 //! Shutdown (from the handle, a signal handler holding a [`ShutdownTrigger`], or an in-band
 //! `quit`) goes through the executor's queue, so it is ordered after every job already
@@ -11,20 +12,17 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
-
-use crossbeam_channel::Sender;
-use mio::{Poll, Waker};
 
 use crate::config::Config;
 use crate::conn::Dialect;
-use crate::dispatch::Worker;
 use crate::executor::Executor;
-use crate::job::{ConnId, Job, Mailbox, Work};
+use crate::job::{Controller, Work};
 use crate::listener::{self, ListenSocket, Listener};
-use crate::parser::{ExitNotice, ParserThread, WAKER};
-use crate::registry::{Event, Registry, ServerInfo, ShutdownHook};
+use crate::parser::{ExitNotice, ParserThread};
+use crate::placement::Layout;
+use crate::registry::{Event, Registry, ShutdownHook};
 use crate::stats::{Stats, StatsSnapshot};
+use crate::wiring::{ParserParts, Wiring};
 use crate::{Address, Error};
 
 /// Entry point of the engine.
@@ -48,79 +46,59 @@ impl Server {
         V: Send + Sync + 'static,
     {
         let config = config.validated()?;
-        let threads = config.threads;
-        let mut bound = Bound::new(threads);
+        let layout = Layout::for_this_machine(config.threads, config.pin);
+        let mut bound = Bound::new(layout.threads());
         bound.bind(&config.qmp, Dialect::Qmp)?;
         bound.bind(&config.jsonrpc, Dialect::JsonRpc)?;
-        let mut polls = Vec::with_capacity(threads);
-        let mut mailboxes = Vec::with_capacity(threads);
-        let mut inboxes = Vec::with_capacity(threads);
-        for _ in 0..threads {
-            let poll = Poll::new().map_err(Error::Start)?;
-            let waker = Waker::new(poll.registry(), WAKER).map_err(Error::Start)?;
-            let (mailbox, inbox) = Mailbox::new(waker);
-            polls.push(poll);
-            mailboxes.push(mailbox);
-            inboxes.push(inbox);
-        }
-        let mailboxes: Arc<[Mailbox]> = mailboxes.into();
-        let (jobs, jobs_rx) = crossbeam_channel::bounded(config.limits.queue_capacity);
-        let stats = Arc::new(Stats::new(threads));
-        let info = Arc::new(ServerInfo::new(&registry, config.package.clone()));
-        let Registry { state, shared, commands, on_shutdown } = registry;
-        let commands = Arc::new(commands);
-        let cores =
-            if config.pin { core_affinity::get_core_ids().unwrap_or_default() } else { vec![] };
-
-        let mut handles = Vec::with_capacity(threads + 1);
-        let per_thread = bound.per_thread;
-        for (i, ((poll, inbox), listeners)) in
-            polls.into_iter().zip(inboxes).zip(per_thread).enumerate()
-        {
-            let worker = Worker::new(
-                i,
-                Arc::clone(&commands),
-                Arc::clone(&shared),
-                Arc::clone(&stats),
-                Arc::clone(&info),
-                jobs.clone(),
-                config.limits,
-            );
-            let parser = ParserThread::new(poll, listeners, inbox, Arc::clone(&mailboxes), worker)
-                .map_err(Error::Start)?;
-            let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
-            let notice = ExitNotice { thread: i, jobs: jobs.clone() };
-            handles.push(spawn(format!("engine-parser-{i}"), core, move || {
-                let _notice = notice;
-                parser.run();
-            })?);
-        }
-        let executor =
-            Executor::new(state, Arc::clone(&shared), jobs_rx, mailboxes, Arc::clone(&stats), info);
-        // The executor gets a core of its own only if one is left over.
-        let core = cores.get(threads).copied();
-        let nice = config.executor_nice;
-        handles.push(spawn("engine-executor".into(), core, move || {
-            lower_priority(nice);
-            executor.run();
-        })?);
-
-        let control = control_fn(jobs, shared, on_shutdown);
-        for addr in &bound.qmp {
-            tracing::info!(%addr, threads, "serving QMP");
-        }
-        for addr in &bound.jsonrpc {
-            tracing::info!(%addr, threads, "serving JSON-RPC");
-        }
+        let wiring = Wiring::new(registry, layout.threads(), config.limits, config.package.clone())
+            .map_err(Error::Start)?;
+        let Wiring { parsers, executor, controller, stats, shared, on_shutdown } = wiring;
+        let listeners = std::mem::take(&mut bound.per_thread);
+        let mut threads = spawn_parsers(parsers, listeners, &layout, &controller)?;
+        threads.push(spawn_executor(executor, &layout, config.executor_nice)?);
+        bound.log(&layout);
         Ok(ServerHandle {
             qmp: bound.qmp,
             jsonrpc: bound.jsonrpc,
             unix_paths: bound.unix_paths,
-            control,
+            control: control_fn(controller, shared, on_shutdown),
             stats,
-            threads: handles,
+            threads,
         })
     }
+}
+
+/// Starts each parser thread on its core with its listeners.
+fn spawn_parsers<S: Send + 'static, V: Send + Sync + 'static>(
+    parsers: Vec<ParserParts<S, V>>,
+    listeners: Vec<Vec<Listener>>,
+    layout: &Layout,
+    controller: &Controller<S, V>,
+) -> Result<Vec<JoinHandle<()>>, Error> {
+    let mut handles = Vec::with_capacity(parsers.len() + 1);
+    for ((i, parts), listeners) in parsers.into_iter().enumerate().zip(listeners) {
+        let parser =
+            ParserThread::new(parts.poll, listeners, parts.worker).map_err(Error::Start)?;
+        let notice = ExitNotice(controller.clone());
+        handles.push(spawn(format!("engine-parser-{i}"), layout.parsers[i], move || {
+            let _notice = notice;
+            parser.run();
+        })?);
+    }
+    Ok(handles)
+}
+
+/// Starts the executor, on its own core when the layout gives it one.
+fn spawn_executor<S: Send + 'static, V: Send + Sync + 'static>(
+    executor: Executor<S, V>,
+    layout: &Layout,
+    nice: i32,
+) -> Result<JoinHandle<()>, Error> {
+    let executor = executor.with_spin(layout.executor_spins());
+    spawn("engine-executor".into(), layout.executor, move || {
+        lower_priority(nice);
+        executor.run();
+    })
 }
 
 fn spawn(
@@ -153,7 +131,7 @@ fn lower_priority(nice: i32) {
 }
 
 fn control_fn<S: Send + 'static, V: Send + Sync + 'static>(
-    jobs: Sender<Job<S, V>>,
+    controller: Controller<S, V>,
     shared: Arc<V>,
     on_shutdown: Option<ShutdownHook<V>>,
 ) -> ControlFn {
@@ -167,10 +145,7 @@ fn control_fn<S: Send + 'static, V: Send + Sync + 'static>(
             }
             Control::Emit(event) => Work::Emit(event),
         };
-        let job =
-            Job { thread: 0, conn: ConnId { key: 0, serial: 0 }, enqueued: Instant::now(), work };
-        // Fails only once the executor has exited, when there is nothing left to stop.
-        let _ = jobs.send(job);
+        controller.send(work);
     })
 }
 
@@ -217,6 +192,18 @@ impl Bound {
             }
         }
         Ok(())
+    }
+
+    /// Reports where the server listens and how its threads are laid out.
+    fn log(&self, layout: &Layout) {
+        let threads = layout.threads();
+        for addr in &self.qmp {
+            tracing::info!(%addr, threads, "serving QMP");
+        }
+        for addr in &self.jsonrpc {
+            tracing::info!(%addr, threads, "serving JSON-RPC");
+        }
+        tracing::info!(layout = layout.describe(), "thread layout");
     }
 
     /// One `SO_REUSEPORT` socket per thread; the first picks the port when 0 is asked.
