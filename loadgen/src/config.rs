@@ -32,6 +32,19 @@ pub enum Protocol {
     Echo,
 }
 
+impl Protocol {
+    /// Whether the dialect promises in-band replies in request order per connection: QMP
+    /// does (qmp-spec: in-band commands are executed and answered in order); JSON-RPC does
+    /// not (`ovsdb-server` answers a `transact` after its commit and a `list_dbs` at once);
+    /// the echo server returns the bytes it read, in order.
+    pub fn promises_order(self) -> bool {
+        match self {
+            Protocol::Qmp | Protocol::Echo => true,
+            Protocol::JsonRpc => false,
+        }
+    }
+}
+
 /// How requests are paced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -97,6 +110,9 @@ pub struct RunConfig {
     pub seed: Option<u64>,
     /// Error replies, failed or missing requests do not make the run fail.
     pub expect_errors: bool,
+    /// Check per-connection in-band reply order: `None` follows the protocol's promise
+    /// ([`Protocol::promises_order`]); `Some` overrides it. Ids are always matched.
+    pub verify_order: Option<bool>,
     /// Period of the interval log.
     pub interval: Duration,
     /// Free-form label for the results directory and reports.
@@ -125,6 +141,7 @@ impl Default for RunConfig {
             shuffle_remotes: true,
             seed: None,
             expect_errors: false,
+            verify_order: None,
             interval: Duration::from_secs(1),
             label: String::from("run"),
         }
@@ -132,6 +149,16 @@ impl Default for RunConfig {
 }
 
 impl RunConfig {
+    /// Whether this run checks in-band reply order, and why.
+    pub fn order_check(&self) -> (bool, &'static str) {
+        match self.verify_order {
+            Some(true) => (true, "--verify-order"),
+            Some(false) => (false, "--no-verify-order"),
+            None if self.protocol.promises_order() => (true, "the protocol promises it"),
+            None => (false, "the protocol promises no reply order"),
+        }
+    }
+
     /// Checks the configuration once, before anything connects.
     pub fn validate(&self) -> Result<(), Error> {
         check_lanes(&self.lanes)?;
@@ -186,5 +213,17 @@ mod tests {
         let mut bad = RunConfig::default();
         bad.lanes[0].args = Some(serde_json::json!([1]));
         assert!(bad.validate().unwrap_err().to_string().contains("object"));
+    }
+
+    #[test]
+    fn order_is_checked_where_the_protocol_promises_it_unless_overridden() {
+        let qmp = RunConfig::default();
+        assert_eq!(qmp.order_check(), (true, "the protocol promises it"));
+        let rpc = RunConfig { protocol: Protocol::JsonRpc, ..RunConfig::default() };
+        assert_eq!(rpc.order_check(), (false, "the protocol promises no reply order"));
+        let forced = RunConfig { verify_order: Some(true), ..rpc };
+        assert_eq!(forced.order_check(), (true, "--verify-order"));
+        let off = RunConfig { verify_order: Some(false), ..qmp };
+        assert_eq!(off.order_check(), (false, "--no-verify-order"));
     }
 }

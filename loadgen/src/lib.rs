@@ -8,7 +8,7 @@
 //!                 ├─► driver thread 0..T-1 (own mio loop + timerfd, own connections)
 //!                 │     timeline: Send(conn, lane) at intended times ─► Conn::submit
 //!                 │     Conn: encode(template, id) ─► socket ─► framer ─► classify
-//!                 │           ─► in-flight window (match id, dups) ─► in-band order check
+//!                 │           ─► in-flight window (match id, dups) ─► in-band order check (QMP)
 //!                 │           ─► Recorder: corrected = recv − intended, service = recv − sent
 //!                 │     Rotation: OVS-style remote failover and backoff on drop/failure
 //!                 └─► merge recorders ─► Run { RunSummary, histograms, interval log }
@@ -78,5 +78,5 @@ pub use plot::Curve;
 pub use recorder::{LaneCounts, RemoteCounts, Verification};
 pub use report::{fmt_count, fmt_us};
 pub use run::{Run, run, run_with};
-pub use summary::{Percentiles, RemoteSummary, RowSummary, RunSummary};
+pub use summary::{Checks, Percentiles, RemoteSummary, RowSummary, RunSummary};
 pub use workload::{Lane, default_lanes, parse_lane, parse_workload};

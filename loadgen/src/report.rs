@@ -71,6 +71,7 @@ pub(crate) fn table(s: &RunSummary) -> String {
         fmt_us(lag.max)
     );
     remotes(&mut out, s);
+    let _ = writeln!(out, "{}", checks_line(s));
     let _ = writeln!(out, "{}", verification_line(s));
     out
 }
@@ -170,6 +171,18 @@ fn remotes(out: &mut String, s: &RunSummary) {
     }
 }
 
+fn checks_line(s: &RunSummary) -> String {
+    let c = &s.checks;
+    let ids = if c.ids {
+        "every reply matched by id (duplicates, unknown ids, missing)"
+    } else {
+        "ids not matched"
+    };
+    let order =
+        if c.order { "in-band order per connection checked" } else { "in-band order not checked" };
+    format!("checks: {ids}; {order} ({})", c.order_reason)
+}
+
 fn verification_line(s: &RunSummary) -> String {
     let (v, t) = (&s.verification, &s.total.counts);
     let verdict =
@@ -185,7 +198,7 @@ fn verification_line(s: &RunSummary) -> String {
         t.unsent,
         v.duplicates,
         v.unknown_ids,
-        v.out_of_order,
+        if s.checks.order { v.out_of_order.to_string() } else { "not checked".into() },
         v.protocol_errors,
         v.events
     )

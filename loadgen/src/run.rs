@@ -18,7 +18,7 @@ use crate::driver::{Driver, StartLine};
 use crate::live::{LiveStats, Phase};
 use crate::protocol::Template;
 use crate::recorder::{LaneCounts, Recorder, histogram};
-use crate::summary::{Percentiles, RemoteSummary, RowSummary, RunSummary};
+use crate::summary::{Checks, Percentiles, RemoteSummary, RowSummary, RunSummary};
 use crate::workload::resolve_rates;
 use crate::{Error, embedded};
 
@@ -72,6 +72,7 @@ pub fn run_with(cfg: &RunConfig, live: &LiveStats) -> Result<Run, Error> {
         remotes: cfg.remotes.clone(),
         templates: cfg.lanes.iter().map(|l| Template::new(cfg.protocol, l)).collect(),
         oob: cfg.lanes.iter().map(|l| l.oob).collect(),
+        check_order: cfg.order_check().0,
         lane_names: cfg.lanes.iter().map(|l| l.name.clone()).collect(),
     };
     let started = SystemTime::now();
@@ -209,6 +210,10 @@ fn build(cfg: &RunConfig, rates: &[f64], rec: Recorder, started: SystemTime) -> 
             .map(|(a, c)| RemoteSummary { address: a.to_string(), counts: *c })
             .collect(),
         verification: rec.verify,
+        checks: {
+            let (order, why) = cfg.order_check();
+            Checks { ids: true, order, order_reason: why.into() }
+        },
         send_lag: if open { Percentiles::of(&rec.lag) } else { Percentiles::default() },
         ceiling_rate: None,
         expect_errors: cfg.expect_errors,

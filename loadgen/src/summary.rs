@@ -97,6 +97,25 @@ pub struct RemoteSummary {
     pub counts: RemoteCounts,
 }
 
+/// Which verification checks a run made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checks {
+    /// Every reply matched to its request by id (duplicates, unknown ids and missing replies
+    /// are errors). Always on.
+    pub ids: bool,
+    /// In-band replies checked to come back in request order on each connection.
+    pub order: bool,
+    /// Why `order` is on or off (`the protocol promises it`, `--no-verify-order`, ...).
+    pub order_reason: String,
+}
+
+impl Default for Checks {
+    /// What summaries written before the checks were recorded did: both checks.
+    fn default() -> Self {
+        Checks { ids: true, order: true, order_reason: "always (older loadgen)".into() }
+    }
+}
+
 /// Everything a run measured, plus what it was.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
@@ -132,6 +151,9 @@ pub struct RunSummary {
     pub remotes: Vec<RemoteSummary>,
     /// Protocol findings.
     pub verification: Verification,
+    /// Which checks produced them.
+    #[serde(default)]
+    pub checks: Checks,
     /// Actual − intended send time over all requests (how far the sender lagged).
     pub send_lag: Percentiles,
     /// Loopback echo ceiling in requests/s for the same shape, if measured.
