@@ -158,6 +158,14 @@ pub(crate) struct RunArgs {
     /// unknown ids and missing replies stay errors).
     #[arg(long, overrides_with = "verify_order")]
     pub(crate) no_verify_order: bool,
+    /// Sample this server process from /proc during the measured window (after warm-up) and
+    /// report its cost: CPU µs per reply (utime+stime from /proc/PID/stat), context
+    /// switches per 1,000 replies (summed over /proc/PID/task/*/status), peak RSS (sampled
+    /// VmRSS; VmHWM beside it) and peak open fds. Automatic for the embedded engine (no
+    /// --remote), where only its engine-* threads are counted for CPU and switches, not
+    /// loadgen's own.
+    #[arg(long, value_name = "PID")]
+    pub(crate) server_pid: Option<u32>,
     /// Also measure the loopback echo ceiling (same connections, depth, requests) first and
     /// quote throughput as a fraction of it.
     #[arg(long)]
@@ -212,6 +220,7 @@ impl RunArgs {
                 (_, true) => Some(false),
                 _ => None,
             },
+            server_pid: self.server_pid,
             interval: self.interval,
             label: self.label.clone(),
         };

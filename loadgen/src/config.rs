@@ -113,6 +113,10 @@ pub struct RunConfig {
     /// Check per-connection in-band reply order: `None` follows the protocol's promise
     /// ([`Protocol::promises_order`]); `Some` overrides it. Ids are always matched.
     pub verify_order: Option<bool>,
+    /// Server process to sample from `/proc` during the measured window (CPU per reply,
+    /// context switches, RSS, fds). With no remotes the embedded engine's threads are sampled
+    /// whatever this says.
+    pub server_pid: Option<u32>,
     /// Period of the interval log.
     pub interval: Duration,
     /// Free-form label for the results directory and reports.
@@ -142,6 +146,7 @@ impl Default for RunConfig {
             seed: None,
             expect_errors: false,
             verify_order: None,
+            server_pid: None,
             interval: Duration::from_secs(1),
             label: String::from("run"),
         }

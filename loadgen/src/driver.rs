@@ -58,8 +58,13 @@ impl StartLine {
         }
     }
 
+    /// Set when a thread hit a fatal error, so the others stop.
+    pub(crate) fn aborted(&self) -> bool {
+        self.abort.load(Ordering::Relaxed)
+    }
+
     /// Waits for every thread, then returns the common time zero.
-    fn meet(&self) -> Instant {
+    pub(crate) fn meet(&self) -> Instant {
         if self.barrier.wait().is_leader() {
             *self.zero.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         }

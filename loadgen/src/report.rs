@@ -12,6 +12,7 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 
+use crate::server_cost::ServerCost;
 use crate::summary::{Percentiles, RowSummary, RunSummary};
 
 /// Formats a latency given in µs with a unit chosen for 3-4 significant digits.
@@ -70,6 +71,9 @@ pub(crate) fn table(s: &RunSummary) -> String {
         fmt_us(lag.p999),
         fmt_us(lag.max)
     );
+    if let Some(cost) = &s.server {
+        let _ = writeln!(out, "{}", server_line(cost));
+    }
     remotes(&mut out, s);
     let _ = writeln!(out, "{}", checks_line(s));
     let _ = writeln!(out, "{}", verification_line(s));
@@ -169,6 +173,31 @@ fn remotes(out: &mut String, s: &RunSummary) {
             c.failed_requests
         );
     }
+}
+
+/// The server-cost line of the table.
+pub(crate) fn server_line(c: &ServerCost) -> String {
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    format!(
+        "server cost, {} over the {:.1}s measured window ({} samples{}): CPU {:.1}µs/reply \
+         ({:.3}s CPU, {} Hz ticks), {:.1} context switches/1k replies ({} voluntary, {} \
+         involuntary, {} threads); {}: peak RSS {:.1} MiB (VmHWM {:.1} MiB), peak fds {}",
+        c.target,
+        c.window_s,
+        c.samples,
+        if c.vanished { ", process vanished" } else { "" },
+        c.cpu_us_per_reply,
+        c.cpu_us / 1e6,
+        c.clock_tick_hz,
+        c.switches_per_1k_replies,
+        fmt_count(c.voluntary_switches),
+        fmt_count(c.nonvoluntary_switches),
+        c.threads,
+        c.memory_scope,
+        mib(c.peak_rss_kib),
+        mib(c.hwm_kib),
+        c.peak_fds
+    )
 }
 
 fn checks_line(s: &RunSummary) -> String {

@@ -8,6 +8,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::recorder::{LaneCounts, RemoteCounts, Verification};
+use crate::server_cost::ServerCost;
 
 /// Latency percentiles of one histogram, in microseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -162,6 +163,9 @@ pub struct RunSummary {
     pub expect_errors: bool,
     /// Why the run failed verification; empty when it passed.
     pub failures: Vec<String>,
+    /// The server's cost over the measured window (`--server-pid`, or the embedded engine).
+    #[serde(default)]
+    pub server: Option<ServerCost>,
 }
 
 impl RunSummary {

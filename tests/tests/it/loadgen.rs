@@ -392,3 +392,40 @@ fn jsonrpc_duplicates_fail_without_the_order_check() {
     assert_eq!(s.verification.out_of_order, 0);
     assert_eq!(s.failures, vec!["50 duplicate replies"]);
 }
+
+#[test]
+fn server_cost_of_the_embedded_engine_counts_only_its_threads() {
+    let cfg = RunConfig { remotes: vec![], ..short_config(vec![], exact_lanes()) };
+    let run = loadgen::run(&cfg).expect("run");
+    let s = &run.summary;
+    assert!(s.passed(), "{}", run.table());
+    let cost = s.server.as_ref().expect("automatic for the embedded engine");
+    assert_eq!(cost.replies, 200, "the measured replies are the denominator");
+    assert_eq!(cost.replies, s.total.corrected.count);
+    assert!(cost.target.starts_with("embedded engine threads"), "{}", cost.target);
+    // The engine's parser threads and its executor, none of loadgen's.
+    assert!(cost.threads >= 2, "{cost:?}");
+    assert!(cost.samples >= 5, "1 s window sampled every 100 ms: {cost:?}");
+    assert!(cost.voluntary_switches > 0, "parsers sleep in epoll between requests: {cost:?}");
+    assert!((cost.cpu_us_per_reply - cost.cpu_us / 200.0).abs() < 1e-9);
+    assert!(cost.peak_rss_kib > 0 && cost.peak_fds > 0, "{cost:?}");
+    assert!(run.table().contains("server cost, embedded engine threads"), "{}", run.table());
+}
+
+#[test]
+fn server_pid_samples_a_whole_process() {
+    let server = start_server();
+    let cfg = RunConfig {
+        server_pid: Some(std::process::id()),
+        ..short_config(vec![server.addr.clone()], exact_lanes())
+    };
+    let run = loadgen::run(&cfg).expect("run");
+    let cost = run.summary.server.as_ref().expect("--server-pid given");
+    assert_eq!(cost.replies, 200);
+    assert!(cost.target.starts_with(&format!("pid {} (", std::process::id())), "{}", cost.target);
+    assert_eq!(cost.memory_scope, "server process");
+    assert!(cost.threads >= 4, "test harness, engine and loadgen threads: {cost:?}");
+    assert!(cost.voluntary_switches > 0 && !cost.vanished, "{cost:?}");
+    let saved = serde_json::to_value(&run.summary).unwrap();
+    assert_eq!(saved["server"]["replies"], 200);
+}
