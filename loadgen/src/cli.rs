@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use loadgen::{Address, Backoff, Lane, Mode, Protocol, RunConfig, parse_lane, parse_workload};
+use loadgen::{
+    Address, Backoff, Lane, Mode, Protocol, RunConfig, Spin, parse_lane, parse_workload,
+};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -90,6 +92,16 @@ pub(crate) enum ProtocolArg {
     Jsonrpc,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum SpinArg {
+    /// Off for a local server on a machine with at most 4 cores, on otherwise.
+    Auto,
+    /// Always spin before a send is due.
+    On,
+    /// Never spin; sleep until the timer fires.
+    Off,
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
     /// Server to load, `tcp:HOST:PORT` or `unix:PATH`; repeat for failover (each connection
@@ -158,6 +170,13 @@ pub(crate) struct RunArgs {
     /// unknown ids and missing replies stay errors).
     #[arg(long, overrides_with = "verify_order")]
     pub(crate) no_verify_order: bool,
+    /// Early-wake spin of the driver threads: the timer is armed early by the learned wake-up
+    /// latency (at most 200 µs) and the rest is spun, which keeps send lag in the µs but
+    /// takes a core. auto = off when the server is local (embedded, loopback or unix
+    /// remote) and the machine has at most 4 cores, on otherwise. The report says which
+    /// was used.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub(crate) spin: SpinArg,
     /// Sample this server process from /proc during the measured window (after warm-up) and
     /// report its cost: CPU µs per reply (utime+stime from /proc/PID/stat), context
     /// switches per 1,000 replies (summed over /proc/PID/task/*/status), peak RSS (sampled
@@ -221,6 +240,11 @@ impl RunArgs {
                 _ => None,
             },
             server_pid: self.server_pid,
+            spin: match self.spin {
+                SpinArg::Auto => Spin::Auto,
+                SpinArg::On => Spin::On,
+                SpinArg::Off => Spin::Off,
+            },
             interval: self.interval,
             label: self.label.clone(),
         };

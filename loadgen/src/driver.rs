@@ -19,7 +19,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use crate::Error;
-use crate::config::{Mode, RunConfig};
+use crate::config::{Mode, RunConfig, Spin};
 use crate::conn::{Conn, Outcome, Shared};
 use crate::live::{LiveSnapshot, LiveStats, Phase};
 use crate::recorder::Recorder;
@@ -309,8 +309,11 @@ impl<'a> Driver<'a> {
     }
 
     /// Updates the learned wake-up latency from a timer expiry (EWMA with weight 1/8).
+    /// With the spin off it stays zero: the timer is armed at the deadline itself.
     fn learn_wake_latency(&mut self, now: Instant) {
-        if let Some(late) = self.timer.clear(now) {
+        if let Some(late) = self.timer.clear(now)
+            && self.cfg.spin != Spin::Off
+        {
             let sample = late.min(MAX_WAKE_EARLY);
             self.wake_early = (self.wake_early * 7 + sample) / 8;
         }

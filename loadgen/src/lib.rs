@@ -73,7 +73,10 @@ mod workload;
 
 pub use ceiling::{DEFAULT_CEILING_DEPTH, EchoServer, ceiling_config, measure as measure_ceiling};
 pub use compare::{SavedRun, compare, load as load_run};
-pub use config::{Backoff, DEFAULT_CONNECTIONS, DEFAULT_RATE, Mode, Protocol, RunConfig};
+pub use config::{
+    AUTO_SPIN_MAX_CORES, Backoff, DEFAULT_CONNECTIONS, DEFAULT_RATE, Mode, Protocol, RunConfig,
+    Spin,
+};
 pub use engine::Address;
 pub use error::Error;
 pub use live::{LiveSnapshot, LiveStats, Phase};
@@ -83,5 +86,5 @@ pub use recorder::{LaneCounts, RemoteCounts, Verification};
 pub use report::{fmt_count, fmt_us};
 pub use run::{Run, run, run_with};
 pub use server_cost::ServerCost;
-pub use summary::{Checks, Percentiles, RemoteSummary, RowSummary, RunSummary};
+pub use summary::{Checks, Percentiles, RemoteSummary, RowSummary, RunSummary, SpinUsed};
 pub use workload::{Lane, default_lanes, parse_lane, parse_workload};

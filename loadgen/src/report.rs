@@ -65,11 +65,13 @@ pub(crate) fn table(s: &RunSummary) -> String {
     let lag = &s.send_lag;
     let _ = writeln!(
         out,
-        "send lag (actual - intended send): p50 {}  p99 {}  p99.9 {}  max {}",
+        "send lag (actual - intended send): p50 {}  p99 {}  p99.9 {}  max {}; early-wake spin {} ({})",
         fmt_us(lag.p50),
         fmt_us(lag.p99),
         fmt_us(lag.p999),
-        fmt_us(lag.max)
+        fmt_us(lag.max),
+        if s.spin.spin { "on" } else { "off" },
+        s.spin.reason
     );
     if let Some(cost) = &s.server {
         let _ = writeln!(out, "{}", server_line(cost));

@@ -12,14 +12,14 @@ use std::time::{Duration, SystemTime};
 use hdrhistogram::Histogram;
 
 use crate::Address;
-use crate::config::{Mode, Protocol, RunConfig};
+use crate::config::{Mode, Protocol, RunConfig, Spin};
 use crate::conn::Shared;
 use crate::driver::{Driver, StartLine};
 use crate::live::{LiveStats, Phase};
 use crate::protocol::Template;
 use crate::recorder::{LaneCounts, Recorder, histogram};
 use crate::server_cost::{Target, Window, sample_window};
-use crate::summary::{Checks, Percentiles, RemoteSummary, RowSummary, RunSummary};
+use crate::summary::{Checks, Percentiles, RemoteSummary, RowSummary, RunSummary, SpinUsed};
 use crate::workload::resolve_rates;
 use crate::{Error, embedded};
 
@@ -64,6 +64,9 @@ pub fn run_with(cfg: &RunConfig, live: &LiveStats) -> Result<Run, Error> {
         (Some(pid), false) => Some(Target::Process(pid)),
         (None, false) => None,
     };
+    let cores = thread::available_parallelism().map_or(1, usize::from);
+    let (spin, spin_reason) = cfg.spin_decision(cores);
+    cfg.spin = if spin { Spin::On } else { Spin::Off };
     let _engine = if cfg.remotes.is_empty() {
         let engine = embedded::Embedded::start(cfg.protocol)?;
         cfg.remotes = engine.remotes(cfg.protocol);
@@ -85,6 +88,7 @@ pub fn run_with(cfg: &RunConfig, live: &LiveStats) -> Result<Run, Error> {
     let (merged, window) = drive_all(&cfg, &shared, &rates, live, target);
     live.set_phase(Phase::Done);
     let mut run = build(&cfg, &rates, merged?, started);
+    run.summary.spin = SpinUsed { spin, reason: spin_reason };
     run.summary.server = window.map(|w| w.cost(run.summary.total.corrected.count));
     Ok(run)
 }
@@ -254,6 +258,7 @@ fn build(cfg: &RunConfig, rates: &[f64], rec: Recorder, started: SystemTime) -> 
         expect_errors: cfg.expect_errors,
         failures,
         server: None,
+        spin: SpinUsed::default(),
     };
     let intervals = rec.merged_intervals();
     let lanes = cfg

@@ -117,6 +117,15 @@ impl Default for Checks {
     }
 }
 
+/// Whether the drivers spun before sends, and why.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpinUsed {
+    /// The drivers spun through the last stretch before each send.
+    pub spin: bool,
+    /// Why (`auto: local server, 2 cores <= 4`, `--spin on`, ...).
+    pub reason: String,
+}
+
 /// Everything a run measured, plus what it was.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
@@ -166,6 +175,9 @@ pub struct RunSummary {
     /// The server's cost over the measured window (`--server-pid`, or the embedded engine).
     #[serde(default)]
     pub server: Option<ServerCost>,
+    /// The drivers' early-wake spin.
+    #[serde(default)]
+    pub spin: SpinUsed,
 }
 
 impl RunSummary {

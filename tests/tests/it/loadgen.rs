@@ -429,3 +429,23 @@ fn server_pid_samples_a_whole_process() {
     let saved = serde_json::to_value(&run.summary).unwrap();
     assert_eq!(saved["server"]["replies"], 200);
 }
+
+#[test]
+fn the_report_says_whether_the_driver_spun() {
+    let server = start_server();
+    for (spin, used, reason) in
+        [(loadgen::Spin::Off, false, "--spin off"), (loadgen::Spin::On, true, "--spin on")]
+    {
+        let cfg = RunConfig {
+            spin,
+            duration: Duration::from_millis(300),
+            ..short_config(vec![server.addr.clone()], exact_lanes())
+        };
+        let run = loadgen::run(&cfg).expect("run");
+        assert!(run.summary.passed(), "{}", run.table());
+        assert_eq!((run.summary.spin.spin, run.summary.spin.reason.as_str()), (used, reason));
+        assert!(
+            run.table().contains(&format!("early-wake spin {}", if used { "on" } else { "off" }))
+        );
+    }
+}
