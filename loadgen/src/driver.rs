@@ -178,6 +178,14 @@ impl<'a> Driver<'a> {
         for conn in &mut self.conns {
             conn.finish(&mut self.rec);
         }
+        // Sends still due when the drain ran out were never made: count them, never drop them.
+        for lanes in &mut self.schedules {
+            for (lane, schedule) in lanes.iter_mut().enumerate() {
+                while schedule.pop_due(clock.end).is_some() {
+                    self.rec.counts(lane).unsent += 1;
+                }
+            }
+        }
         self.rec.finish_intervals(clock.end);
         self.publish(Instant::now(), true);
         Ok(self.rec)
@@ -259,9 +267,12 @@ impl<'a> Driver<'a> {
         }
     }
 
-    /// Nothing is in flight or waiting to be sent anywhere.
+    /// Nothing is in flight or waiting to be sent anywhere. A schedule entry intended just
+    /// before the end counts as waiting: without the early-wake spin the driver may wake
+    /// after the end with that send still due.
     fn settled(&self) -> bool {
         self.conns.iter().all(|c| c.outstanding() == 0 && c.backlog() == 0)
+            && self.schedules.iter().flatten().all(|s| s.peek().is_none())
     }
 
     /// One loop turn during the connect phase.
