@@ -54,6 +54,7 @@ pub(crate) fn table(runs: &[SavedRun]) -> String {
         );
     }
     let Some(first) = runs.first() else { return out };
+    server_rows(&mut out, runs);
     for (index, lane) in first.summary.lanes.iter().enumerate() {
         let _ =
             write!(out, "\nlane {:<12} {:>3} {:>10} {:>10}", lane.name, "run", "count", "rate/s");
@@ -98,6 +99,41 @@ pub(crate) fn table(runs: &[SavedRun]) -> String {
         }
     }
     out
+}
+
+/// Server cost per run, with ratios to the first run that has one.
+fn server_rows(out: &mut String, runs: &[SavedRun]) {
+    let Some(base) = runs.iter().find_map(|r| r.summary.server.as_ref()) else { return };
+    let _ = writeln!(
+        out,
+        "\nserver cost {:>5} {:>12} {:>14} {:>12} {:>9}  target",
+        "run", "CPU µs/reply", "switches/1k", "peak RSS MiB", "peak fds"
+    );
+    for (i, run) in runs.iter().enumerate() {
+        let Some(c) = &run.summary.server else {
+            let _ = writeln!(out, "{:<11} [{i}] (not measured)", "");
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            "{:<11} [{i}] {:>12.2} {:>14.1} {:>12.1} {:>9}  {}",
+            "",
+            c.cpu_us_per_reply,
+            c.switches_per_1k_replies,
+            c.peak_rss_kib as f64 / 1024.0,
+            c.peak_fds,
+            c.target
+        );
+        if !std::ptr::eq(c, base) {
+            let _ = writeln!(
+                out,
+                "{:<15} {:>12} {:>14}",
+                "",
+                format!("x{:.2}", ratio(c.cpu_us_per_reply, base.cpu_us_per_reply)),
+                format!("x{:.2}", ratio(c.switches_per_1k_replies, base.switches_per_1k_replies))
+            );
+        }
+    }
 }
 
 fn ratio(value: f64, base: f64) -> f64 {

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::Address;
 use crate::Error;
@@ -32,6 +32,19 @@ pub enum Protocol {
     Echo,
 }
 
+impl Protocol {
+    /// Whether the dialect promises in-band replies in request order per connection: QMP
+    /// does (qmp-spec: in-band commands are executed and answered in order); JSON-RPC does
+    /// not (`ovsdb-server` answers a `transact` after its commit and a `list_dbs` at once);
+    /// the echo server returns the bytes it read, in order.
+    pub fn promises_order(self) -> bool {
+        match self {
+            Protocol::Qmp | Protocol::Echo => true,
+            Protocol::JsonRpc => false,
+        }
+    }
+}
+
 /// How requests are paced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -44,6 +57,29 @@ pub enum Mode {
         depth: usize,
     },
 }
+
+/// Whether the driver spins through the last stretch before a send is due.
+///
+/// The driver arms its timer early by the learned wake-up latency and spins the rest, which
+/// keeps send lag in the µs; the spin takes a core, which the server needs when it shares a
+/// small machine with loadgen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Spin {
+    /// Off when the server is local (embedded, loopback or Unix remote) and the machine has
+    /// at most [`AUTO_SPIN_MAX_CORES`] cores; on otherwise.
+    #[default]
+    Auto,
+    /// Always spin.
+    On,
+    /// Never spin: sleep in `epoll_wait` until the timer fires.
+    Off,
+}
+
+/// Cores up to which `--spin auto` turns the spin off for a local server: with loadgen's
+/// driver, the engine's parser threads and its executor, four cores or fewer leave none to
+/// give to a spinning client.
+pub const AUTO_SPIN_MAX_CORES: usize = 4;
 
 /// OVS-style reconnect backoff (`lib/reconnect.c`): after one free try per remote, wait
 /// `min`, doubling up to `max`.
@@ -97,6 +133,15 @@ pub struct RunConfig {
     pub seed: Option<u64>,
     /// Error replies, failed or missing requests do not make the run fail.
     pub expect_errors: bool,
+    /// Check per-connection in-band reply order: `None` follows the protocol's promise
+    /// ([`Protocol::promises_order`]); `Some` overrides it. Ids are always matched.
+    pub verify_order: Option<bool>,
+    /// Server process to sample from `/proc` during the measured window (CPU per reply,
+    /// context switches, RSS, fds). With no remotes the embedded engine's threads are sampled
+    /// whatever this says.
+    pub server_pid: Option<u32>,
+    /// Early-wake spin of the driver threads.
+    pub spin: Spin,
     /// Period of the interval log.
     pub interval: Duration,
     /// Free-form label for the results directory and reports.
@@ -125,6 +170,9 @@ impl Default for RunConfig {
             shuffle_remotes: true,
             seed: None,
             expect_errors: false,
+            verify_order: None,
+            server_pid: None,
+            spin: Spin::Auto,
             interval: Duration::from_secs(1),
             label: String::from("run"),
         }
@@ -132,6 +180,36 @@ impl Default for RunConfig {
 }
 
 impl RunConfig {
+    /// Whether this run checks in-band reply order, and why.
+    pub fn order_check(&self) -> (bool, &'static str) {
+        match self.verify_order {
+            Some(true) => (true, "--verify-order"),
+            Some(false) => (false, "--no-verify-order"),
+            None if self.protocol.promises_order() => (true, "the protocol promises it"),
+            None => (false, "the protocol promises no reply order"),
+        }
+    }
+
+    /// Whether the drivers spin, and why, for a server at `remotes` (empty: embedded) on a
+    /// machine with `cores` cores.
+    pub fn spin_decision(&self, cores: usize) -> (bool, String) {
+        let local = self.remotes.iter().all(|r| match r {
+            Address::Unix(_) => true,
+            Address::Tcp(addr) => addr.ip().is_loopback(),
+        });
+        match self.spin {
+            Spin::On => (true, "--spin on".into()),
+            Spin::Off => (false, "--spin off".into()),
+            Spin::Auto if local && cores <= AUTO_SPIN_MAX_CORES => {
+                (false, format!("auto: local server, {cores} cores <= {AUTO_SPIN_MAX_CORES}"))
+            }
+            Spin::Auto if local => {
+                (true, format!("auto: local server, {cores} cores > {AUTO_SPIN_MAX_CORES}"))
+            }
+            Spin::Auto => (true, "auto: remote server".into()),
+        }
+    }
+
     /// Checks the configuration once, before anything connects.
     pub fn validate(&self) -> Result<(), Error> {
         check_lanes(&self.lanes)?;
@@ -186,5 +264,30 @@ mod tests {
         let mut bad = RunConfig::default();
         bad.lanes[0].args = Some(serde_json::json!([1]));
         assert!(bad.validate().unwrap_err().to_string().contains("object"));
+    }
+
+    #[test]
+    fn order_is_checked_where_the_protocol_promises_it_unless_overridden() {
+        let qmp = RunConfig::default();
+        assert_eq!(qmp.order_check(), (true, "the protocol promises it"));
+        let rpc = RunConfig { protocol: Protocol::JsonRpc, ..RunConfig::default() };
+        assert_eq!(rpc.order_check(), (false, "the protocol promises no reply order"));
+        let forced = RunConfig { verify_order: Some(true), ..rpc };
+        assert_eq!(forced.order_check(), (true, "--verify-order"));
+        let off = RunConfig { verify_order: Some(false), ..qmp };
+        assert_eq!(off.order_check(), (false, "--no-verify-order"));
+    }
+
+    #[test]
+    fn auto_spin_is_off_only_for_a_local_server_on_few_cores() {
+        let embedded = RunConfig::default();
+        assert!(!embedded.spin_decision(2).0);
+        assert!(embedded.spin_decision(8).0);
+        let unix = RunConfig { remotes: vec!["unix:/tmp/x".parse().unwrap()], ..embedded };
+        assert_eq!(unix.spin_decision(4), (false, "auto: local server, 4 cores <= 4".into()));
+        let far = RunConfig { remotes: vec!["tcp:10.0.0.1:1".parse().unwrap()], ..unix.clone() };
+        assert_eq!(far.spin_decision(2), (true, "auto: remote server".into()));
+        let on = RunConfig { spin: Spin::On, ..unix };
+        assert_eq!(on.spin_decision(2), (true, "--spin on".into()));
     }
 }

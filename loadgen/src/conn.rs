@@ -36,6 +36,8 @@ pub(crate) struct Shared {
     pub(crate) templates: Vec<Template>,
     /// Per lane: exempt from the in-band order check.
     pub(crate) oob: Vec<bool>,
+    /// Whether in-band reply order is checked at all (ids are always matched).
+    pub(crate) check_order: bool,
     /// Lane names, for error messages.
     pub(crate) lane_names: Vec<String>,
 }
@@ -309,14 +311,15 @@ impl Conn {
         }
     }
 
-    /// Matches a reply to its request and checks in-band order.
+    /// Matches a reply to its request and, where the protocol promises it, checks in-band
+    /// order.
     fn on_reply(&mut self, sh: &Shared, rec: &mut Recorder, id: u64, ok: bool, now: Instant) {
         let flight = match self.inflight.take(id) {
             Lookup::Found(flight) => flight,
             Lookup::Duplicate => return rec.verify.duplicates += 1,
             Lookup::Unknown => return rec.verify.unknown_ids += 1,
         };
-        if !sh.oob[flight.lane] {
+        if sh.check_order && !sh.oob[flight.lane] {
             if self.inband.front() == Some(&id) {
                 self.inband.pop_front();
             } else {
@@ -360,7 +363,7 @@ impl Conn {
         self.next_id += 1;
         sh.templates[lane].encode(id, &mut self.out);
         self.inflight.insert(id, Flight { lane, intended, sent: now });
-        if !sh.oob[lane] {
+        if sh.check_order && !sh.oob[lane] {
             self.inband.push_back(id);
         }
         rec.sent(lane, now.saturating_duration_since(intended));

@@ -19,7 +19,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use crate::Error;
-use crate::config::{Mode, RunConfig};
+use crate::config::{Mode, RunConfig, Spin};
 use crate::conn::{Conn, Outcome, Shared};
 use crate::live::{LiveSnapshot, LiveStats, Phase};
 use crate::recorder::Recorder;
@@ -58,8 +58,13 @@ impl StartLine {
         }
     }
 
+    /// Set when a thread hit a fatal error, so the others stop.
+    pub(crate) fn aborted(&self) -> bool {
+        self.abort.load(Ordering::Relaxed)
+    }
+
     /// Waits for every thread, then returns the common time zero.
-    fn meet(&self) -> Instant {
+    pub(crate) fn meet(&self) -> Instant {
         if self.barrier.wait().is_leader() {
             *self.zero.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         }
@@ -173,6 +178,14 @@ impl<'a> Driver<'a> {
         for conn in &mut self.conns {
             conn.finish(&mut self.rec);
         }
+        // Sends still due when the drain ran out were never made: count them, never drop them.
+        for lanes in &mut self.schedules {
+            for (lane, schedule) in lanes.iter_mut().enumerate() {
+                while schedule.pop_due(clock.end).is_some() {
+                    self.rec.counts(lane).unsent += 1;
+                }
+            }
+        }
         self.rec.finish_intervals(clock.end);
         self.publish(Instant::now(), true);
         Ok(self.rec)
@@ -254,9 +267,12 @@ impl<'a> Driver<'a> {
         }
     }
 
-    /// Nothing is in flight or waiting to be sent anywhere.
+    /// Nothing is in flight or waiting to be sent anywhere. A schedule entry intended just
+    /// before the end counts as waiting: without the early-wake spin the driver may wake
+    /// after the end with that send still due.
     fn settled(&self) -> bool {
         self.conns.iter().all(|c| c.outstanding() == 0 && c.backlog() == 0)
+            && self.schedules.iter().flatten().all(|s| s.peek().is_none())
     }
 
     /// One loop turn during the connect phase.
@@ -304,8 +320,11 @@ impl<'a> Driver<'a> {
     }
 
     /// Updates the learned wake-up latency from a timer expiry (EWMA with weight 1/8).
+    /// With the spin off it stays zero: the timer is armed at the deadline itself.
     fn learn_wake_latency(&mut self, now: Instant) {
-        if let Some(late) = self.timer.clear(now) {
+        if let Some(late) = self.timer.clear(now)
+            && self.cfg.spin != Spin::Off
+        {
             let sample = late.min(MAX_WAKE_EARLY);
             self.wake_early = (self.wake_early * 7 + sample) / 8;
         }

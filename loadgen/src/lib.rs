@@ -8,9 +8,10 @@
 //!                 ├─► driver thread 0..T-1 (own mio loop + timerfd, own connections)
 //!                 │     timeline: Send(conn, lane) at intended times ─► Conn::submit
 //!                 │     Conn: encode(template, id) ─► socket ─► framer ─► classify
-//!                 │           ─► in-flight window (match id, dups) ─► in-band order check
+//!                 │           ─► in-flight window (match id, dups) ─► in-band order check (QMP)
 //!                 │           ─► Recorder: corrected = recv − intended, service = recv − sent
 //!                 │     Rotation: OVS-style remote failover and backoff on drop/failure
+//!                 ├─► sampler thread: /proc of the server over the measured window
 //!                 └─► merge recorders ─► Run { RunSummary, histograms, interval log }
 //!                        ─► table / summary.json / .hgrm / .hlog / .csv / SVG + PNG plot
 //! ```
@@ -35,6 +36,8 @@
 //! - `framer`: splits the byte stream into JSON values.
 //! - `protocol`: QMP / JSON-RPC / echo request templates and message classification.
 //! - `remote`: OVS-style remote rotation and backoff (pure logic).
+//! - `server_cost`: the server's CPU, context switches, RSS and fds from `/proc` during the
+//!   measured window (`--server-pid`, or the embedded engine's `engine-*` threads).
 //! - `recorder`: histograms, counters, verification, interval log of one thread.
 //! - `live`: [`LiveStats`] for progress displays.
 //! - `summary`: [`RunSummary`], the serializable result.
@@ -62,6 +65,7 @@ mod remote;
 mod report;
 mod run;
 mod schedule;
+mod server_cost;
 mod stream;
 mod summary;
 mod timer;
@@ -69,7 +73,10 @@ mod workload;
 
 pub use ceiling::{DEFAULT_CEILING_DEPTH, EchoServer, ceiling_config, measure as measure_ceiling};
 pub use compare::{SavedRun, compare, load as load_run};
-pub use config::{Backoff, DEFAULT_CONNECTIONS, DEFAULT_RATE, Mode, Protocol, RunConfig};
+pub use config::{
+    AUTO_SPIN_MAX_CORES, Backoff, DEFAULT_CONNECTIONS, DEFAULT_RATE, Mode, Protocol, RunConfig,
+    Spin,
+};
 pub use engine::Address;
 pub use error::Error;
 pub use live::{LiveSnapshot, LiveStats, Phase};
@@ -78,5 +85,6 @@ pub use plot::Curve;
 pub use recorder::{LaneCounts, RemoteCounts, Verification};
 pub use report::{fmt_count, fmt_us};
 pub use run::{Run, run, run_with};
-pub use summary::{Percentiles, RemoteSummary, RowSummary, RunSummary};
+pub use server_cost::ServerCost;
+pub use summary::{Checks, Percentiles, RemoteSummary, RowSummary, RunSummary, SpinUsed};
 pub use workload::{Lane, default_lanes, parse_lane, parse_workload};

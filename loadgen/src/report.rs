@@ -12,6 +12,7 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 
+use crate::server_cost::ServerCost;
 use crate::summary::{Percentiles, RowSummary, RunSummary};
 
 /// Formats a latency given in µs with a unit chosen for 3-4 significant digits.
@@ -64,13 +65,19 @@ pub(crate) fn table(s: &RunSummary) -> String {
     let lag = &s.send_lag;
     let _ = writeln!(
         out,
-        "send lag (actual - intended send): p50 {}  p99 {}  p99.9 {}  max {}",
+        "send lag (actual - intended send): p50 {}  p99 {}  p99.9 {}  max {}; early-wake spin {} ({})",
         fmt_us(lag.p50),
         fmt_us(lag.p99),
         fmt_us(lag.p999),
-        fmt_us(lag.max)
+        fmt_us(lag.max),
+        if s.spin.spin { "on" } else { "off" },
+        s.spin.reason
     );
+    if let Some(cost) = &s.server {
+        let _ = writeln!(out, "{}", server_line(cost));
+    }
     remotes(&mut out, s);
+    let _ = writeln!(out, "{}", checks_line(s));
     let _ = writeln!(out, "{}", verification_line(s));
     out
 }
@@ -170,6 +177,43 @@ fn remotes(out: &mut String, s: &RunSummary) {
     }
 }
 
+/// The server-cost line of the table.
+pub(crate) fn server_line(c: &ServerCost) -> String {
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    format!(
+        "server cost, {} over the {:.1}s measured window ({} samples{}): CPU {:.1}µs/reply \
+         ({:.3}s CPU, {} Hz ticks), {:.1} context switches/1k replies ({} voluntary, {} \
+         involuntary, {} threads); {}: peak RSS {:.1} MiB (VmHWM {:.1} MiB), peak fds {}",
+        c.target,
+        c.window_s,
+        c.samples,
+        if c.vanished { ", process vanished" } else { "" },
+        c.cpu_us_per_reply,
+        c.cpu_us / 1e6,
+        c.clock_tick_hz,
+        c.switches_per_1k_replies,
+        fmt_count(c.voluntary_switches),
+        fmt_count(c.nonvoluntary_switches),
+        c.threads,
+        c.memory_scope,
+        mib(c.peak_rss_kib),
+        mib(c.hwm_kib),
+        c.peak_fds
+    )
+}
+
+fn checks_line(s: &RunSummary) -> String {
+    let c = &s.checks;
+    let ids = if c.ids {
+        "every reply matched by id (duplicates, unknown ids, missing)"
+    } else {
+        "ids not matched"
+    };
+    let order =
+        if c.order { "in-band order per connection checked" } else { "in-band order not checked" };
+    format!("checks: {ids}; {order} ({})", c.order_reason)
+}
+
 fn verification_line(s: &RunSummary) -> String {
     let (v, t) = (&s.verification, &s.total.counts);
     let verdict =
@@ -185,7 +229,7 @@ fn verification_line(s: &RunSummary) -> String {
         t.unsent,
         v.duplicates,
         v.unknown_ids,
-        v.out_of_order,
+        if s.checks.order { v.out_of_order.to_string() } else { "not checked".into() },
         v.protocol_errors,
         v.events
     )

@@ -12,13 +12,14 @@ use std::time::{Duration, SystemTime};
 use hdrhistogram::Histogram;
 
 use crate::Address;
-use crate::config::{Mode, Protocol, RunConfig};
+use crate::config::{Mode, Protocol, RunConfig, Spin};
 use crate::conn::Shared;
 use crate::driver::{Driver, StartLine};
 use crate::live::{LiveStats, Phase};
 use crate::protocol::Template;
 use crate::recorder::{LaneCounts, Recorder, histogram};
-use crate::summary::{Percentiles, RemoteSummary, RowSummary, RunSummary};
+use crate::server_cost::{Target, Window, sample_window};
+use crate::summary::{Checks, Percentiles, RemoteSummary, RowSummary, RunSummary, SpinUsed};
 use crate::workload::resolve_rates;
 use crate::{Error, embedded};
 
@@ -58,6 +59,14 @@ pub fn run(cfg: &RunConfig) -> Result<Run, Error> {
 pub fn run_with(cfg: &RunConfig, live: &LiveStats) -> Result<Run, Error> {
     cfg.validate()?;
     let mut cfg = cfg.clone();
+    let target = match (cfg.server_pid, cfg.remotes.is_empty()) {
+        (_, true) => Some(Target::EngineThreads),
+        (Some(pid), false) => Some(Target::Process(pid)),
+        (None, false) => None,
+    };
+    let cores = thread::available_parallelism().map_or(1, usize::from);
+    let (spin, spin_reason) = cfg.spin_decision(cores);
+    cfg.spin = if spin { Spin::On } else { Spin::Off };
     let _engine = if cfg.remotes.is_empty() {
         let engine = embedded::Embedded::start(cfg.protocol)?;
         cfg.remotes = engine.remotes(cfg.protocol);
@@ -72,29 +81,46 @@ pub fn run_with(cfg: &RunConfig, live: &LiveStats) -> Result<Run, Error> {
         remotes: cfg.remotes.clone(),
         templates: cfg.lanes.iter().map(|l| Template::new(cfg.protocol, l)).collect(),
         oob: cfg.lanes.iter().map(|l| l.oob).collect(),
+        check_order: cfg.order_check().0,
         lane_names: cfg.lanes.iter().map(|l| l.name.clone()).collect(),
     };
     let started = SystemTime::now();
-    let merged = drive_all(&cfg, &shared, &rates, live);
+    let (merged, window) = drive_all(&cfg, &shared, &rates, live, target);
     live.set_phase(Phase::Done);
-    Ok(build(&cfg, &rates, merged?, started))
+    let mut run = build(&cfg, &rates, merged?, started);
+    run.summary.spin = SpinUsed { spin, reason: spin_reason };
+    run.summary.server = window.map(|w| w.cost(run.summary.total.corrected.count));
+    Ok(run)
 }
 
-/// Spawns one driver per thread, joins them and merges their recorders.
+/// Spawns one driver per thread (and the server-cost sampler when there is a `target`),
+/// joins them and merges their recorders.
 fn drive_all(
     cfg: &RunConfig,
     sh: &Shared,
     rates: &[f64],
     live: &LiveStats,
-) -> Result<Recorder, Error> {
-    let start = StartLine::new(cfg.threads);
+    target: Option<Target>,
+) -> (Result<Recorder, Error>, Option<Window>) {
+    let start = StartLine::new(cfg.threads + usize::from(target.is_some()));
     let drivers = (0..cfg.threads)
         .map(|t| {
             Driver::new(cfg, sh, rates, (t..cfg.connections).step_by(cfg.threads).collect(), live)
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    let results: Vec<Result<Recorder, Error>> = thread::scope(|s| {
+        .collect::<Result<Vec<_>, _>>();
+    let drivers = match drivers {
+        Ok(drivers) => drivers,
+        Err(e) => return (Err(e), None),
+    };
+    let (results, window): (Vec<Result<Recorder, Error>>, _) = thread::scope(|s| {
         let start = &start;
+        let sampler = target.map(|target| {
+            thread::Builder::new().name("loadgen-sampler".into()).spawn_scoped(s, move || {
+                let zero = start.meet();
+                let from = zero + cfg.warmup;
+                sample_window(target, from, from + cfg.duration, || start.aborted())
+            })
+        });
         let handles: Vec<_> = drivers
             .into_iter()
             .enumerate()
@@ -105,13 +131,27 @@ fn drive_all(
                     .map_err(Error::io("spawn driver thread"))
             })
             .collect();
-        handles
+        let results = handles
             .into_iter()
             .map(|h| {
                 h?.join().unwrap_or_else(|_| Err(Error::Config("a driver thread panicked".into())))
             })
-            .collect()
+            .collect();
+        let window = match sampler {
+            Some(Ok(h)) => h.join().ok().flatten(),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "cannot spawn the server-cost sampler");
+                None
+            }
+            None => None,
+        };
+        (results, window)
     });
+    (merge(results), window)
+}
+
+/// Merges the drivers' recorders; the first error wins.
+fn merge(results: Vec<Result<Recorder, Error>>) -> Result<Recorder, Error> {
     let mut merged: Option<Recorder> = None;
     for result in results {
         let rec = result?;
@@ -209,10 +249,16 @@ fn build(cfg: &RunConfig, rates: &[f64], rec: Recorder, started: SystemTime) -> 
             .map(|(a, c)| RemoteSummary { address: a.to_string(), counts: *c })
             .collect(),
         verification: rec.verify,
+        checks: {
+            let (order, why) = cfg.order_check();
+            Checks { ids: true, order, order_reason: why.into() }
+        },
         send_lag: if open { Percentiles::of(&rec.lag) } else { Percentiles::default() },
         ceiling_rate: None,
         expect_errors: cfg.expect_errors,
         failures,
+        server: None,
+        spin: SpinUsed::default(),
     };
     let intervals = rec.merged_intervals();
     let lanes = cfg

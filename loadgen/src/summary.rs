@@ -8,6 +8,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::recorder::{LaneCounts, RemoteCounts, Verification};
+use crate::server_cost::ServerCost;
 
 /// Latency percentiles of one histogram, in microseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -97,6 +98,34 @@ pub struct RemoteSummary {
     pub counts: RemoteCounts,
 }
 
+/// Which verification checks a run made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checks {
+    /// Every reply matched to its request by id (duplicates, unknown ids and missing replies
+    /// are errors). Always on.
+    pub ids: bool,
+    /// In-band replies checked to come back in request order on each connection.
+    pub order: bool,
+    /// Why `order` is on or off (`the protocol promises it`, `--no-verify-order`, ...).
+    pub order_reason: String,
+}
+
+impl Default for Checks {
+    /// What summaries written before the checks were recorded did: both checks.
+    fn default() -> Self {
+        Checks { ids: true, order: true, order_reason: "always (older loadgen)".into() }
+    }
+}
+
+/// Whether the drivers spun before sends, and why.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpinUsed {
+    /// The drivers spun through the last stretch before each send.
+    pub spin: bool,
+    /// Why (`auto: local server, 2 cores <= 4`, `--spin on`, ...).
+    pub reason: String,
+}
+
 /// Everything a run measured, plus what it was.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
@@ -132,6 +161,9 @@ pub struct RunSummary {
     pub remotes: Vec<RemoteSummary>,
     /// Protocol findings.
     pub verification: Verification,
+    /// Which checks produced them.
+    #[serde(default)]
+    pub checks: Checks,
     /// Actual − intended send time over all requests (how far the sender lagged).
     pub send_lag: Percentiles,
     /// Loopback echo ceiling in requests/s for the same shape, if measured.
@@ -140,6 +172,12 @@ pub struct RunSummary {
     pub expect_errors: bool,
     /// Why the run failed verification; empty when it passed.
     pub failures: Vec<String>,
+    /// The server's cost over the measured window (`--server-pid`, or the embedded engine).
+    #[serde(default)]
+    pub server: Option<ServerCost>,
+    /// The drivers' early-wake spin.
+    #[serde(default)]
+    pub spin: SpinUsed,
 }
 
 impl RunSummary {

@@ -201,18 +201,39 @@ fn serve(stream: TcpStream, mode: Misbehaviour) -> usize {
 
 /// One connection, 100/s in-band for 0.5 s: exactly 50 requests.
 fn misbehaving_run(mode: Misbehaviour) -> loadgen::RunSummary {
+    let run = fake_qmp_run(mode, None);
+    assert!(!run.summary.passed(), "misbehaviour must fail the run:\n{}", run.table());
+    run.summary
+}
+
+/// [`misbehaving_run`] with an explicit `verify_order`.
+fn fake_qmp_run(mode: Misbehaviour, verify_order: Option<bool>) -> loadgen::Run {
     let (addr, server) = fake_qmp(mode);
     let cfg = RunConfig {
         connections: 1,
         duration: Duration::from_millis(500),
         lanes: vec![Lane::new("status", "query-status", None, false).with_rate(100.0)],
+        verify_order,
         ..short_config(vec![addr], vec![])
     };
     let run = loadgen::run(&cfg).expect("run");
     server.join().unwrap();
     assert_eq!(run.summary.total.counts.sent, 50, "{}", run.table());
-    assert!(!run.summary.passed(), "misbehaviour must fail the run:\n{}", run.table());
-    run.summary
+    run
+}
+
+#[test]
+fn qmp_order_check_can_be_switched_off() {
+    let run = fake_qmp_run(Misbehaviour::SwapPairs, Some(false));
+    let s = &run.summary;
+    assert!(s.passed(), "{}", run.table());
+    assert_eq!((s.total.counts.ok, s.verification.out_of_order), (50, 0));
+    assert!(!s.checks.order && s.checks.ids, "{:?}", s.checks);
+    assert!(
+        run.table().contains("in-band order not checked (--no-verify-order)"),
+        "{}",
+        run.table()
+    );
 }
 
 #[test]
@@ -240,11 +261,26 @@ fn detects_unknown_reply_ids() {
 /// An OVS-style JSON-RPC server: no separators between messages, an `echo` probe to the
 /// client first, replies with `"error": null`. Serves until a connection sent requests.
 fn fake_ovs() -> (Address, thread::JoinHandle<u64>) {
+    fake_ovs_with(Answer::InOrder)
+}
+
+/// How the fake OVS server answers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Answer {
+    /// Each request at once.
+    InOrder,
+    /// In pairs, second first (as ovsdb-server does for a `transact` then a `list_dbs`).
+    SwapPairs,
+    /// Each request twice.
+    Twice,
+}
+
+fn fake_ovs_with(answer: Answer) -> (Address, thread::JoinHandle<u64>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = Address::Tcp(listener.local_addr().unwrap());
     let handle = thread::spawn(move || {
         for stream in listener.incoming() {
-            let (requests, echoed) = serve_jsonrpc(stream.unwrap());
+            let (requests, echoed) = serve_jsonrpc(stream.unwrap(), answer);
             if requests > 0 {
                 assert!(echoed, "the client must answer the server's echo probe");
                 return requests;
@@ -256,13 +292,13 @@ fn fake_ovs() -> (Address, thread::JoinHandle<u64>) {
 }
 
 /// Returns (requests answered, whether our echo probe got its reply).
-fn serve_jsonrpc(stream: TcpStream) -> (u64, bool) {
+fn serve_jsonrpc(stream: TcpStream, answer: Answer) -> (u64, bool) {
     stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
     let mut out = stream.try_clone().unwrap();
     if out.write_all(br#"{"id":"echo","method":"echo","params":[]}"#).is_err() {
         return (0, false);
     }
-    let (mut requests, mut echoed) = (0, false);
+    let (mut requests, mut echoed, mut held) = (0, false, None);
     for value in serde_json::Deserializer::from_reader(stream).into_iter::<Value>() {
         let Ok(msg) = value else { break };
         if msg["id"] == "echo" {
@@ -272,9 +308,20 @@ fn serve_jsonrpc(stream: TcpStream) -> (u64, bool) {
         assert_eq!(msg["method"], "work");
         assert_eq!(msg["params"], json!([{"us": 1}]));
         requests += 1;
-        let reply = json!({"id": msg["id"], "result": {}, "error": null});
-        if out.write_all(reply.to_string().as_bytes()).is_err() {
-            break;
+        let ids = match (answer, held.take()) {
+            (Answer::InOrder, _) => vec![msg["id"].clone()],
+            (Answer::Twice, _) => vec![msg["id"].clone(), msg["id"].clone()],
+            (Answer::SwapPairs, None) => {
+                held = Some(msg["id"].clone());
+                vec![]
+            }
+            (Answer::SwapPairs, Some(first)) => vec![msg["id"].clone(), first],
+        };
+        for id in ids {
+            let reply = json!({"id": id, "result": {}, "error": null});
+            if out.write_all(reply.to_string().as_bytes()).is_err() {
+                return (requests, echoed);
+            }
         }
     }
     (requests, echoed)
@@ -294,4 +341,111 @@ fn jsonrpc_against_an_ovs_style_server() {
     assert_eq!(server.join().unwrap(), 50);
     assert!(run.summary.passed(), "{}", run.table());
     assert_eq!(run.summary.total.counts.ok, 50);
+}
+
+/// One JSON-RPC connection at 100/s for 0.5 s (exactly 50 requests) against `answer`.
+fn jsonrpc_run(answer: Answer, verify_order: Option<bool>) -> loadgen::Run {
+    let (addr, server) = fake_ovs_with(answer);
+    let cfg = RunConfig {
+        protocol: loadgen::Protocol::JsonRpc,
+        connections: 1,
+        duration: Duration::from_millis(500),
+        lanes: vec![Lane::new("work", "work", Some(json!({"us": 1})), false).with_rate(100.0)],
+        verify_order,
+        ..short_config(vec![addr], vec![])
+    };
+    let run = loadgen::run(&cfg).expect("run");
+    assert_eq!(server.join().unwrap(), 50);
+    assert_eq!(run.summary.total.counts.sent, 50, "{}", run.table());
+    run
+}
+
+#[test]
+fn jsonrpc_replies_out_of_order_pass_by_default() {
+    let run = jsonrpc_run(Answer::SwapPairs, None);
+    let s = &run.summary;
+    assert!(s.passed(), "JSON-RPC promises no order:\n{}", run.table());
+    assert_eq!((s.total.counts.ok, s.verification.out_of_order), (50, 0));
+    assert_eq!(s.verification.violations(), 0);
+    assert_eq!(
+        (s.checks.ids, s.checks.order, s.checks.order_reason.as_str()),
+        (true, false, "the protocol promises no reply order")
+    );
+    let table = run.table();
+    assert!(table.contains("out of order not checked"), "{table}");
+}
+
+#[test]
+fn jsonrpc_order_check_on_request() {
+    let run = jsonrpc_run(Answer::SwapPairs, Some(true));
+    let s = &run.summary;
+    assert_eq!((s.total.counts.ok, s.verification.out_of_order), (50, 25), "{}", run.table());
+    assert!(!s.passed());
+    assert_eq!(s.failures, vec!["25 in-band replies out of order"]);
+}
+
+#[test]
+fn jsonrpc_duplicates_fail_without_the_order_check() {
+    let run = jsonrpc_run(Answer::Twice, None);
+    let s = &run.summary;
+    assert_eq!((s.total.counts.ok, s.verification.duplicates), (50, 50), "{}", run.table());
+    assert_eq!(s.verification.out_of_order, 0);
+    assert_eq!(s.failures, vec!["50 duplicate replies"]);
+}
+
+#[test]
+fn server_cost_of_the_embedded_engine_counts_only_its_threads() {
+    let cfg = RunConfig { remotes: vec![], ..short_config(vec![], exact_lanes()) };
+    let run = loadgen::run(&cfg).expect("run");
+    let s = &run.summary;
+    assert!(s.passed(), "{}", run.table());
+    let cost = s.server.as_ref().expect("automatic for the embedded engine");
+    assert_eq!(cost.replies, 200, "the measured replies are the denominator");
+    assert_eq!(cost.replies, s.total.corrected.count);
+    assert!(cost.target.starts_with("embedded engine threads"), "{}", cost.target);
+    // The engine's parser threads and its executor, none of loadgen's.
+    assert!(cost.threads >= 2, "{cost:?}");
+    assert!(cost.samples >= 5, "1 s window sampled every 100 ms: {cost:?}");
+    assert!(cost.voluntary_switches > 0, "parsers sleep in epoll between requests: {cost:?}");
+    assert!((cost.cpu_us_per_reply - cost.cpu_us / 200.0).abs() < 1e-9);
+    assert!(cost.peak_rss_kib > 0 && cost.peak_fds > 0, "{cost:?}");
+    assert!(run.table().contains("server cost, embedded engine threads"), "{}", run.table());
+}
+
+#[test]
+fn server_pid_samples_a_whole_process() {
+    let server = start_server();
+    let cfg = RunConfig {
+        server_pid: Some(std::process::id()),
+        ..short_config(vec![server.addr.clone()], exact_lanes())
+    };
+    let run = loadgen::run(&cfg).expect("run");
+    let cost = run.summary.server.as_ref().expect("--server-pid given");
+    assert_eq!(cost.replies, 200);
+    assert!(cost.target.starts_with(&format!("pid {} (", std::process::id())), "{}", cost.target);
+    assert_eq!(cost.memory_scope, "server process");
+    assert!(cost.threads >= 4, "test harness, engine and loadgen threads: {cost:?}");
+    assert!(cost.voluntary_switches > 0 && !cost.vanished, "{cost:?}");
+    let saved = serde_json::to_value(&run.summary).unwrap();
+    assert_eq!(saved["server"]["replies"], 200);
+}
+
+#[test]
+fn the_report_says_whether_the_driver_spun() {
+    let server = start_server();
+    for (spin, used, reason) in
+        [(loadgen::Spin::Off, false, "--spin off"), (loadgen::Spin::On, true, "--spin on")]
+    {
+        let cfg = RunConfig {
+            spin,
+            duration: Duration::from_millis(300),
+            ..short_config(vec![server.addr.clone()], exact_lanes())
+        };
+        let run = loadgen::run(&cfg).expect("run");
+        assert!(run.summary.passed(), "{}", run.table());
+        assert_eq!((run.summary.spin.spin, run.summary.spin.reason.as_str()), (used, reason));
+        assert!(
+            run.table().contains(&format!("early-wake spin {}", if used { "on" } else { "off" }))
+        );
+    }
 }
