@@ -5,8 +5,8 @@
 //! turn of jobs as one [`Batch`], runs each call, and makes each outcome visible in the
 //! sending thread's mailbox at once; it wakes that thread only if it sleeps, before running
 //! the next job (so a slow job never holds replies already computed) and at the end of the
-//! batch: at most one wake-up per sleep. With a core of its own it spins briefly before
-//! parking, so a steady stream of turns costs no wake-up at all. Statistics are published at
+//! batch: at most one wake-up per sleep. With a core of its own it may spin briefly before
+//! parking (`Config::spin`), so a steady stream of turns costs no wake-up. Statistics are published at
 //! most every `PUBLISH_EVERY`.
 
 use std::sync::Arc;
@@ -23,11 +23,6 @@ use crate::stats::{ExecutorHistograms, PUBLISH_EVERY, Stats};
 /// Batches taken before ending the round (waking waiting threads, publishing statistics):
 /// bounds how long those are deferred under a constant stream.
 const BATCHES_PER_ROUND: usize = 64;
-
-/// How long an executor with a core of its own polls an empty queue before parking: longer
-/// than the gap between a parser thread's turns under load (so a steady stream needs no
-/// wake-up), short enough to cost little when the load stops.
-pub(crate) const SPIN: Duration = Duration::from_micros(50);
 
 /// Runs a handler; a panic becomes an error reply instead of killing the thread (and with
 /// it every later request). The state may be left half-updated by the panicking handler:
@@ -54,8 +49,8 @@ pub(crate) struct Executor<S, V> {
     exchange: Arc<Exchange<S, V>>,
     stats: Arc<Stats>,
     info: Arc<ServerInfo>,
-    /// Poll an empty queue for [`SPIN`] before parking (only with a core of its own).
-    spin: bool,
+    /// How long to poll an empty queue before parking (zero unless it has a core of its own).
+    spin: Duration,
     /// Threads with outcomes delivered since they were last considered for a wake-up.
     unwoken: Vec<usize>,
     /// Parser threads that have not yet reported `ParserDone`.
@@ -83,7 +78,7 @@ impl<S, V> Executor<S, V> {
             exchange,
             stats,
             info,
-            spin: false,
+            spin: Duration::ZERO,
             unwoken: Vec::with_capacity(parsers_left),
             parsers_left,
             shutting_down: false,
@@ -93,7 +88,7 @@ impl<S, V> Executor<S, V> {
     }
 
     /// Lets the executor spin before parking: only when it has a core of its own.
-    pub(crate) fn with_spin(mut self, spin: bool) -> Self {
+    pub(crate) fn with_spin(mut self, spin: Duration) -> Self {
         self.spin = spin;
         self
     }
@@ -117,10 +112,16 @@ impl<S, V> Executor<S, V> {
 
     /// The next batch: spins first if allowed, then parks until one comes.
     fn next_batch(&self) -> Option<Batch<S, V>> {
-        if self.spin {
-            let until = Instant::now() + SPIN;
-            while self.rx.is_empty() && Instant::now() < until {
-                std::hint::spin_loop();
+        if !self.spin.is_zero() {
+            let until = Instant::now() + self.spin;
+            // The clock is read every few dozen polls: it costs more than the poll itself.
+            'spin: while Instant::now() < until {
+                for _ in 0..32 {
+                    if !self.rx.is_empty() {
+                        break 'spin;
+                    }
+                    std::hint::spin_loop();
+                }
             }
         }
         self.rx.recv().ok()

@@ -176,8 +176,7 @@ impl<S, V> Mailbox<S, V> {
         true
     }
 
-    /// Nothing is waiting (the benchmark harness sleeps on it).
-    #[cfg(feature = "internals")]
+    /// Nothing is waiting.
     pub(crate) fn is_empty(&self) -> bool {
         self.arrivals.is_empty()
     }
@@ -387,6 +386,8 @@ pub(crate) struct JobSender<S, V> {
     kept: Option<Batch<S, V>>,
     /// Credits taken from the pool and not yet used.
     credit: usize,
+    /// Jobs handed over whose outcomes have not come back yet.
+    in_flight: usize,
 }
 
 impl<S, V> std::fmt::Debug for JobSender<S, V> {
@@ -405,7 +406,7 @@ impl<S, V> JobSender<S, V> {
         tx: Sender<Batch<S, V>>,
         exchange: Arc<Exchange<S, V>>,
     ) -> Self {
-        JobSender { thread, tx, exchange, batch: Vec::new(), kept: None, credit: 0 }
+        JobSender { thread, tx, exchange, batch: Vec::new(), kept: None, credit: 0, in_flight: 0 }
     }
 
     pub(crate) fn thread(&self) -> usize {
@@ -414,6 +415,11 @@ impl<S, V> JobSender<S, V> {
 
     pub(crate) fn exchange(&self) -> &Arc<Exchange<S, V>> {
         &self.exchange
+    }
+
+    /// Jobs handed over whose outcomes have not come back yet.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight
     }
 
     /// A batch the queue refused waits to be sent.
@@ -452,6 +458,7 @@ impl<S, V> JobSender<S, V> {
         let jobs = std::mem::replace(&mut self.batch, spare);
         // Counted before sending, so the executor's decrement can never run first.
         self.exchange.queued.fetch_add(jobs.len(), Ordering::Relaxed);
+        self.in_flight += jobs.len();
         match self.send(Batch { thread: self.thread, sent: Instant::now(), jobs }) {
             Ok(()) => Flushed::Sent,
             Err(refused) => {
@@ -469,7 +476,8 @@ impl<S, V> JobSender<S, V> {
     }
 
     /// `n` outcomes were taken from the mailbox: their credits go back to the pool.
-    pub(crate) fn completed(&self, n: usize) {
+    pub(crate) fn completed(&mut self, n: usize) {
+        self.in_flight -= n;
         self.exchange.give_credits(n);
     }
 

@@ -6,8 +6,9 @@
 //! alone to the last one, so a saturated executor never shares a core with a parser thread
 //! (whose OOB replies would then wait for the scheduler). With one core: one parser thread
 //! and the executor, unpinned. `threads` overrides the count; the executor keeps a core of
-//! its own only if one is left over. Only an executor with its own core may spin before
-//! parking: spinning on a shared core would take it from a parser thread.
+//! its own only if one is left over. Threads may spin before they sleep only in a layout where
+//! the executor has a core of its own: spinning on a shared core would take it from the
+//! thread it waits for.
 
 use core_affinity::CoreId;
 
@@ -48,13 +49,14 @@ impl Layout {
         self.parsers.len()
     }
 
-    /// The executor may spin before parking: it has a core nobody else is placed on.
-    pub(crate) fn executor_spins(&self) -> bool {
+    /// Threads may spin before sleeping: the executor has a core nobody else is placed on,
+    /// and each parser thread one of its own.
+    pub(crate) fn may_spin(&self) -> bool {
         self.executor.is_some()
     }
 
-    /// One line for the start-up log.
-    pub(crate) fn describe(&self) -> String {
+    /// One line for the start-up log; `spin` is what threads poll before they sleep.
+    pub(crate) fn describe(&self, spin: std::time::Duration) -> String {
         let parsers = match self.parsers.first() {
             Some(Some(_)) => {
                 let ids: Vec<String> =
@@ -64,8 +66,8 @@ impl Layout {
             _ => format!("{} parser thread(s), unpinned", self.parsers.len()),
         };
         let executor = match self.executor {
-            Some(core) => format!("executor alone on core {} (spins before parking)", core.id),
-            None => "executor unpinned, sharing cores (never spins)".to_owned(),
+            Some(core) => format!("executor alone on core {}; spin {spin:?}", core.id),
+            None => "executor unpinned, sharing cores; no spinning".to_owned(),
         };
         format!("{parsers}; {executor}; {} usable core(s)", self.cores)
     }
@@ -84,7 +86,7 @@ mod tests {
         let layout = Layout::plan(0, &cores(2), 2);
         assert_eq!(layout.parsers, vec![Some(CoreId { id: 0 })]);
         assert_eq!(layout.executor, Some(CoreId { id: 1 }));
-        assert!(layout.executor_spins());
+        assert!(layout.may_spin());
         let layout = Layout::plan(0, &cores(16), 16);
         assert_eq!(layout.threads(), 15);
         assert_eq!(layout.executor, Some(CoreId { id: 15 }));
@@ -95,7 +97,7 @@ mod tests {
         let layout = Layout::plan(0, &cores(1), 1);
         assert_eq!(layout.parsers, vec![None]);
         assert_eq!(layout.executor, None);
-        assert!(!layout.executor_spins());
+        assert!(!layout.may_spin());
     }
 
     #[test]
@@ -103,7 +105,7 @@ mod tests {
         let layout = Layout::plan(2, &cores(2), 2);
         assert_eq!(layout.parsers, vec![Some(CoreId { id: 0 }), Some(CoreId { id: 1 })]);
         assert_eq!(layout.executor, None, "both cores hold a parser thread");
-        assert!(!layout.executor_spins());
+        assert!(!layout.may_spin());
         let layout = Layout::plan(1, &cores(4), 4);
         assert_eq!(layout.executor, Some(CoreId { id: 1 }));
     }
@@ -113,6 +115,6 @@ mod tests {
         let layout = Layout::plan(0, &[], 8);
         assert_eq!(layout.parsers, vec![None; 7]);
         assert_eq!(layout.executor, None);
-        assert!(!layout.executor_spins());
+        assert!(!layout.may_spin());
     }
 }

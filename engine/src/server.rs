@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crate::config::Config;
 use crate::conn::Dialect;
@@ -54,9 +55,9 @@ impl Server {
             .map_err(Error::Start)?;
         let Wiring { parsers, executor, controller, stats, shared, on_shutdown } = wiring;
         let listeners = std::mem::take(&mut bound.per_thread);
-        let mut threads = spawn_parsers(parsers, listeners, &layout, &controller)?;
-        threads.push(spawn_executor(executor, &layout, config.executor_nice)?);
-        bound.log(&layout);
+        let mut threads = spawn_parsers(parsers, listeners, &layout, &config, &controller)?;
+        threads.push(spawn_executor(executor, &layout, &config)?);
+        bound.log(&layout, spin(&layout, &config));
         Ok(ServerHandle {
             qmp: bound.qmp,
             jsonrpc: bound.jsonrpc,
@@ -68,17 +69,25 @@ impl Server {
     }
 }
 
+/// How long threads may spin before sleeping: only where the layout gives them cores of
+/// their own.
+fn spin(layout: &Layout, config: &Config) -> Duration {
+    if layout.may_spin() { config.spin } else { Duration::ZERO }
+}
+
 /// Starts each parser thread on its core with its listeners.
 fn spawn_parsers<S: Send + 'static, V: Send + Sync + 'static>(
     parsers: Vec<ParserParts<S, V>>,
     listeners: Vec<Vec<Listener>>,
     layout: &Layout,
+    config: &Config,
     controller: &Controller<S, V>,
 ) -> Result<Vec<JoinHandle<()>>, Error> {
     let mut handles = Vec::with_capacity(parsers.len() + 1);
     for ((i, parts), listeners) in parsers.into_iter().enumerate().zip(listeners) {
-        let parser =
-            ParserThread::new(parts.poll, listeners, parts.worker).map_err(Error::Start)?;
+        let parser = ParserThread::new(parts.poll, listeners, parts.worker)
+            .map_err(Error::Start)?
+            .with_spin(spin(layout, config));
         let notice = ExitNotice(controller.clone());
         handles.push(spawn(format!("engine-parser-{i}"), layout.parsers[i], move || {
             let _notice = notice;
@@ -88,13 +97,15 @@ fn spawn_parsers<S: Send + 'static, V: Send + Sync + 'static>(
     Ok(handles)
 }
 
-/// Starts the executor, on its own core when the layout gives it one.
+/// Starts the executor, on its own core when the layout gives it one (and only then spinning
+/// before it parks).
 fn spawn_executor<S: Send + 'static, V: Send + Sync + 'static>(
     executor: Executor<S, V>,
     layout: &Layout,
-    nice: i32,
+    config: &Config,
 ) -> Result<JoinHandle<()>, Error> {
-    let executor = executor.with_spin(layout.executor_spins());
+    let executor = executor.with_spin(spin(layout, config));
+    let nice = config.executor_nice;
     spawn("engine-executor".into(), layout.executor, move || {
         lower_priority(nice);
         executor.run();
@@ -195,7 +206,7 @@ impl Bound {
     }
 
     /// Reports where the server listens and how its threads are laid out.
-    fn log(&self, layout: &Layout) {
+    fn log(&self, layout: &Layout, spin: Duration) {
         let threads = layout.threads();
         for addr in &self.qmp {
             tracing::info!(%addr, threads, "serving QMP");
@@ -203,7 +214,7 @@ impl Bound {
         for addr in &self.jsonrpc {
             tracing::info!(%addr, threads, "serving JSON-RPC");
         }
-        tracing::info!(layout = layout.describe(), "thread layout");
+        tracing::info!(layout = layout.describe(spin), "thread layout");
     }
 
     /// One `SO_REUSEPORT` socket per thread; the first picks the port when 0 is asked.

@@ -33,7 +33,11 @@ struct Cli {
     #[arg(long, value_name = "ADDR")]
     jsonrpc: Vec<Address>,
 
-    /// Parser threads (default: one per available core).
+    /// Parser threads. Default: with C usable cores, C-1 parser threads pinned to cores
+    /// 0..C-2 and the executor pinned alone to the last core, so a saturated executor never
+    /// shares a core with a parser thread; with one core, one parser thread and the executor,
+    /// unpinned. With N given, the executor keeps a core of its own only if N < C. The layout
+    /// is logged at start-up.
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     threads: usize,
 
@@ -46,6 +50,13 @@ struct Cli {
     /// executor is saturated.
     #[arg(long, value_name = "N", default_value_t = Config::default().executor_nice, allow_negative_numbers = true)]
     executor_nice: i32,
+
+    /// Microseconds a thread with a core of its own polls for work before it sleeps: the
+    /// executor for the next batch, a parser thread for the outcomes of its in-flight jobs.
+    /// Only when the thread layout gives the executor a core of its own (never on shared
+    /// cores). Spares a wake-up under a steady stream, burns CPU on that core; 0 never spins.
+    #[arg(long, value_name = "US", default_value_t = Config::DEFAULT_SPIN.as_micros() as u64)]
+    spin_us: u64,
 
     /// Largest accepted message, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_message_bytes)]
@@ -85,6 +96,7 @@ fn main() -> anyhow::Result<()> {
         threads: cli.threads,
         pin: !cli.no_pin,
         executor_nice: cli.executor_nice,
+        spin: Duration::from_micros(cli.spin_us),
         limits: Limits {
             max_message_bytes: cli.max_message,
             max_inflight_per_conn: cli.max_inflight,
