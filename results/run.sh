@@ -11,9 +11,14 @@
 #
 # Scenarios (each measured side by side in the same run):
 #   1 throughput   OOB and in-band `ping`, depth 1/16/64 x 1/4/16 connections, closed loop,
-#                  each quoted against loadgen's loopback echo ceiling of the same shape
-#   2 isolation    OOB `ping` at a fixed rate: (a) idle executor, (b) executor saturated by a
-#                  second client's closed-loop `work`, (c) executor held by `stall`
+#                  each quoted against loadgen's loopback echo ceiling of the same shape, with
+#                  the server's CPU per reply and context switches per 1,000 replies from
+#                  /proc (loadgen --server-pid); the same shapes (4 connections) against a
+#                  naive tokio + serde_json QMP server (bench/src/bin/naive-qmp.rs)
+#   2 isolation    OOB `ping` at a fixed rate, service time (send to reply) over several fresh
+#                  probe connections, the worst reported: (a) idle executor, (b) executor
+#                  saturated by a second client's closed-loop `work`, (c) executor held by
+#                  `stall`; engine with default flags, clients sleeping between sends
 #   3 qemu         the same throughput (1 connection: one client per QMP chardev) and
 #                  isolation (a)/(b) against qemu-system-x86_64 -machine none (in-band
 #                  `query-status`, OOB `yank {"instances": []}`)
@@ -35,9 +40,9 @@ while [[ $# -gt 0 ]]; do
     shift
 done
 if [[ $QUICK == 1 ]]; then
-    SET=${SET:-quick}; DUR=1s; WARM=300ms; ISO_DUR=3; ISO_RATE=2000; CRITERION=0; WAIT=0
+    SET=${SET:-quick}; DUR=1s; WARM=300ms; ISO_DUR=2; ISO_RATE=2000; CRITERION=0; WAIT=0
 else
-    SET=${SET:-baseline}; DUR=5s; WARM=1s; ISO_DUR=15; ISO_RATE=2000
+    SET=${SET:-baseline}; DUR=5s; WARM=1s; ISO_DUR=6; ISO_RATE=2000
 fi
 OUT="results/$(date -u +%F)-$SET"
 if [[ -e $OUT ]]; then
@@ -46,7 +51,9 @@ if [[ -e $OUT ]]; then
 fi
 
 LOADGEN=$ROOT/target/release/loadgen
-ENGINE=$ROOT/target/release/engine
+# ENGINE_BIN=/path/to/engine runs the suite against another build (e.g. an older commit's).
+ENGINE=${ENGINE_BIN:-$ROOT/target/release/engine}
+NAIVE=$ROOT/target/release/naive-qmp
 NPROC=$(nproc)
 PIDS=()
 cleanup() {
@@ -75,7 +82,7 @@ if [[ $QEMU == 1 ]] && ! command -v qemu-system-x86_64 >/dev/null; then
     apt-get update -qq && apt-get install -y -qq qemu-system-x86 >/dev/null
 fi
 log "building release"
-cargo build --release -p loadgen -p engine
+cargo build --release -p loadgen -p engine -p bench --bins
 
 if [[ $WAIT == 1 ]]; then
     for _ in $(seq 45); do
@@ -94,23 +101,37 @@ START_TIME=$(date -u +%FT%TZ)
 
 # --- engine ----------------------------------------------------------------------------------
 ENGINE_PID="" ENGINE_ADDR=""
-start_engine() { # threads
+start_engine() { # [engine args...] (none: the default thread layout)
     local port; port=$(free_port)
-    echo "$ENGINE --qmp tcp:127.0.0.1:$port --threads $1" >>"$OUT/commands.txt"
-    "$ENGINE" --qmp "tcp:127.0.0.1:$port" --threads "$1" >>"$OUT/engine.log" 2>&1 &
+    echo "$ENGINE --qmp tcp:127.0.0.1:$port $*" >>"$OUT/commands.txt"
+    "$ENGINE" --qmp "tcp:127.0.0.1:$port" "$@" >>"$OUT/engine.log" 2>&1 &
     ENGINE_PID=$!; PIDS+=("$ENGINE_PID")
     ENGINE_ADDR="tcp:127.0.0.1:$port"
     wait_listen "$port"
 }
 stop_engine() { kill "$ENGINE_PID" 2>/dev/null || true; wait "$ENGINE_PID" 2>/dev/null || true; }
-
-# One closed-loop run quoted against the echo ceiling of the same shape.
-throughput() { # dir remote depth conns lane-spec
-    run "$LOADGEN" -r "$2" --depth "$3" -c "$4" --lane "$5" --ceiling -d "$DUR" --warmup "$WARM" \
-        --label "$(basename "$1")" -o "$1" >"$1.txt" 2>&1 || log "FAILED: $1 (see $1.txt)"
+# The naive server takes the engine's place (same variables, same stop).
+start_naive() {
+    local port; port=$(free_port)
+    echo "$NAIVE tcp:127.0.0.1:$port" >>"$OUT/commands.txt"
+    "$NAIVE" "tcp:127.0.0.1:$port" >>"$OUT/engine.log" 2>&1 &
+    ENGINE_PID=$!; PIDS+=("$ENGINE_PID")
+    ENGINE_ADDR="tcp:127.0.0.1:$port"
+    wait_listen "$port"
 }
 
-# One fixed-rate OOB run; `$saturate` (a command) runs beside it when given.
+# One closed-loop run quoted against the echo ceiling of the same shape, with the server's
+# cost per reply sampled from /proc.
+throughput() { # dir remote depth conns lane-spec
+    run "$LOADGEN" -r "$2" --depth "$3" -c "$4" --lane "$5" --ceiling -d "$DUR" --warmup "$WARM" \
+        --server-pid "$ENGINE_PID" --label "$(basename "$1")" -o "$1" >"$1.txt" 2>&1 \
+        || log "FAILED: $1 (see $1.txt)"
+}
+
+# Fixed-rate OOB runs from PROBES fresh connections in turn (each lands on some parser
+# thread); `$saturate` (a command) runs beside them when given. Clients sleep between sends
+# (--spin off), so none takes a core the server needs.
+PROBES=4
 isolation() { # dir remote lane-spec [background command...]
     local dir=$1 remote=$2 lane=$3; shift 3
     local bg=""
@@ -119,44 +140,51 @@ isolation() { # dir remote lane-spec [background command...]
         "$@" >"$dir.background.txt" 2>&1 &
         bg=$!; PIDS+=("$bg"); sleep 1
     fi
-    run "${PIN[@]}" "$LOADGEN" -r "$remote" -c 1 --lane "$lane" -d "${ISO_DUR}s" --warmup 1s \
-        --label "$(basename "$dir")" -o "$dir" >"$dir.txt" 2>&1 || log "FAILED: $dir (see $dir.txt)"
+    for probe in $(seq "$PROBES"); do
+        run "${PIN[@]}" "$LOADGEN" -r "$remote" -c 1 --lane "$lane" -d "${ISO_DUR}s" --warmup 500ms \
+            --spin off --label "$(basename "$dir")-p$probe" -o "$dir-p$probe" >"$dir-p$probe.txt" 2>&1 \
+            || log "FAILED: $dir-p$probe (see $dir-p$probe.txt)"
+    done
     if [[ -n $bg ]]; then wait "$bg" || log "background of $dir exited $? (see $dir.background.txt)"; fi
 }
 # The saturator: a second client keeping `work` queued on the executor the whole time.
 saturator() { # remote lane-spec
-    echo "${PIN[@]}" "$LOADGEN" -r "$1" -c 1 --depth 8 --lane "$2" -d "$((ISO_DUR + 3))s" --warmup 0s --no-save
+    echo "${PIN[@]}" "$LOADGEN" -r "$1" -c 1 --depth 8 --lane "$2" -d "$(((ISO_DUR + 2) * PROBES + 3))s" --warmup 0s --spin off --no-save
 }
 
-log "scenario 1: throughput vs loopback ceiling (engine, $NPROC parser threads)"
+log "scenario 1: throughput vs loopback ceiling (engine, default flags)"
 mkdir -p "$OUT/1-throughput"
-start_engine "$NPROC"
+start_engine
 for conns in 1 4 16; do
     for depth in 1 16 64; do
         throughput "$OUT/1-throughput/oob-ping-c$conns-d$depth" "$ENGINE_ADDR" "$depth" "$conns" 'name=ping,cmd=ping,oob'
         throughput "$OUT/1-throughput/inband-ping-c$conns-d$depth" "$ENGINE_ADDR" "$depth" "$conns" 'name=ping,cmd=ping'
     done
 done
-
 stop_engine
-# Isolation runs the engine the way thread-per-core is meant to run: the executor on a core
-# of its own (the engine pins it there when `--threads` leaves one over) and every client
-# pinned to the parser cores, so a saturated executor competes for no core with the OOB path.
-ISO_THREADS=$((NPROC > 1 ? NPROC - 1 : 1))
-CLIENT_CPUS=0-$((ISO_THREADS - 1))
-PIN=(taskset -c "$CLIENT_CPUS")
-log "scenario 2: OOB isolation (engine, $ISO_THREADS parser threads, clients on cpus $CLIENT_CPUS)"
+log "scenario 1: the naive tokio + serde_json server, 4 connections"
+start_naive
+for depth in 1 16 64; do
+    throughput "$OUT/1-throughput/naive-oob-ping-c4-d$depth" "$ENGINE_ADDR" "$depth" 4 'name=ping,cmd=ping,oob'
+    throughput "$OUT/1-throughput/naive-inband-ping-c4-d$depth" "$ENGINE_ADDR" "$depth" 4 'name=ping,cmd=ping'
+done
+stop_engine
+
+# Isolation runs the engine as a user would: default flags (the executor alone on the last
+# core when there are two or more) and unpinned clients.
+PIN=()
+log "scenario 2: OOB isolation (engine, default flags, $PROBES probe connections per case)"
 mkdir -p "$OUT/2-isolation"
-start_engine "$ISO_THREADS"
+start_engine
 OOB_LANE="name=ping,cmd=ping,oob,rate=$ISO_RATE"
 isolation "$OUT/2-isolation/a-idle" "$ENGINE_ADDR" "$OOB_LANE"
 # shellcheck disable=SC2046
 isolation "$OUT/2-isolation/b-saturated" "$ENGINE_ADDR" "$OOB_LANE" \
     $(saturator "$ENGINE_ADDR" 'name=work,cmd=work,args={"us":100}')
 isolation "$OUT/2-isolation/c-stalled" "$ENGINE_ADDR" "$OOB_LANE" \
-    "${PIN[@]}" python3 "$ROOT/results/tools/stall.py" 127.0.0.1 "${ENGINE_ADDR##*:}" "$((ISO_DUR + 2))"
-run "$LOADGEN" compare "$OUT/2-isolation/a-idle" "$OUT/2-isolation/b-saturated" \
-    "$OUT/2-isolation/c-stalled" -o "$OUT/2-isolation/compare" >/dev/null
+    "${PIN[@]}" python3 "$ROOT/results/tools/stall.py" 127.0.0.1 "${ENGINE_ADDR##*:}" "$(((ISO_DUR + 2) * PROBES + 2))"
+run "$LOADGEN" compare "$OUT/2-isolation/a-idle-p1" "$OUT/2-isolation/b-saturated-p1" \
+    "$OUT/2-isolation/c-stalled-p1" -o "$OUT/2-isolation/compare" >/dev/null
 stop_engine
 
 if [[ $QEMU == 1 ]]; then
@@ -184,7 +212,7 @@ if [[ $QEMU == 1 ]]; then
     # shellcheck disable=SC2046
     isolation "$OUT/3-qemu/b-saturated" "$Q0" "$QOOB_LANE" \
         $(saturator "$Q1" 'name=query-status,cmd=query-status')
-    run "$LOADGEN" compare "$OUT/2-isolation/b-saturated" "$OUT/3-qemu/b-saturated" \
+    run "$LOADGEN" compare "$OUT/2-isolation/b-saturated-p1" "$OUT/3-qemu/b-saturated-p1" \
         -o "$OUT/3-qemu/compare-saturated" >/dev/null
     kill "$QEMU_PID"; wait "$QEMU_PID" 2>/dev/null || true
 fi
@@ -192,7 +220,7 @@ fi
 log "scenario 4: scaling with parser threads (1..$NPROC)"
 mkdir -p "$OUT/4-scaling"
 for threads in $(seq 1 "$NPROC"); do
-    start_engine "$threads"
+    start_engine --threads "$threads"
     throughput "$OUT/4-scaling/oob-ping-t$threads" "$ENGINE_ADDR" 16 4 'name=ping,cmd=ping,oob'
     throughput "$OUT/4-scaling/inband-ping-t$threads" "$ENGINE_ADDR" 16 4 'name=ping,cmd=ping'
     stop_engine

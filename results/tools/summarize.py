@@ -44,12 +44,23 @@ def verdict(ok):
     return "n/a" if ok is None else ("**met**" if ok else "**missed**")
 
 
+def cost(run, key):
+    return (run or {}).get("server", {}).get(key) if run and run.get("server") else None
+
+
+def fmt_cost(v, digits):
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
 def throughput_section(lines):
-    lines += ["## 1. Throughput vs the loopback echo ceiling (engine)", "",
+    lines += ["## 1. Throughput vs the loopback echo ceiling (engine, default flags)", "",
               "Closed loop; each run's ceiling is loadgen's echo server measured just before it "
-              "with the same connections, depth and request bytes.", "",
-              "| conns | depth | OOB ping/s | OOB % ceiling | in-band ping/s | in-band % ceiling | ceiling/s (OOB run) |",
-              "|---:|---:|---:|---:|---:|---:|---:|"]
+              "with the same connections, depth and request bytes. CPU is the engine's "
+              "utime+stime per reply, switches its threads' voluntary + involuntary context "
+              "switches per 1,000 replies, from /proc over the measured window "
+              "(`--server-pid`): they stay stable when throughput does not.", "",
+              "| conns | depth | OOB ping/s | OOB % ceiling | OOB CPU µs | OOB cs/1k | in-band ping/s | in-band % ceiling | in-band CPU µs | in-band cs/1k | ceiling/s (OOB run) |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     best = None
     for conns in (1, 4, 16):
         for depth in (1, 16, 64):
@@ -63,17 +74,56 @@ def throughput_section(lines):
                 frac = oob["total"]["rate"] / oob["ceiling_rate"]
                 best = max(best or 0, frac)
             lines.append(f"| {conns} | {depth} | {fmt_rate(rate(oob))} | {pct(oob)} | "
+                         f"{fmt_cost(cost(oob, 'cpu_us_per_reply'), 3)} | "
+                         f"{fmt_cost(cost(oob, 'switches_per_1k_replies'), 1)} | "
                          f"{fmt_rate(rate(inb))} | {pct(inb)} | "
+                         f"{fmt_cost(cost(inb, 'cpu_us_per_reply'), 3)} | "
+                         f"{fmt_cost(cost(inb, 'switches_per_1k_replies'), 1)} | "
                          f"{fmt_rate(oob.get('ceiling_rate') if oob else None)} |")
     lines.append("")
     return best
 
 
-def isolation_rows(prefix, lane_name, cases):
-    runs = {c: load(f"{prefix}/{c}") for c in cases}
+def naive_section(lines):
+    """The engine against the naive tokio + serde_json server, same shapes, same run."""
+    lines += ["### The naive tokio + serde_json server (bench/src/bin/naive-qmp.rs)", "",
+              "One task per connection, one request at a time, an mpsc channel to one executor "
+              "task: what a Rust user writes first. 4 connections.", "",
+              "| depth | lane | engine/s | naive/s | engine / naive | engine CPU µs | naive CPU µs | engine cs/1k | naive cs/1k |",
+              "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    worst = None
+    for depth in (1, 16, 64):
+        for name, kind in (("in-band", "inband"), ("OOB", "oob")):
+            eng = load(f"1-throughput/{kind}-ping-c4-d{depth}")
+            nai = load(f"1-throughput/naive-{kind}-ping-c4-d{depth}")
+            if not eng or not nai:
+                continue
+            if kind == "inband" and depth > 1:
+                worst = min(worst or 1e18, rate(eng) / rate(nai))
+            lines.append(f"| {depth} | {name} | {fmt_rate(rate(eng))} | {fmt_rate(rate(nai))} | "
+                         f"{ratio(rate(eng), rate(nai))} | "
+                         f"{fmt_cost(cost(eng, 'cpu_us_per_reply'), 3)} | {fmt_cost(cost(nai, 'cpu_us_per_reply'), 3)} | "
+                         f"{fmt_cost(cost(eng, 'switches_per_1k_replies'), 1)} | {fmt_cost(cost(nai, 'switches_per_1k_replies'), 1)} |")
+    lines.append("")
+    return worst
+
+
+PROBES = 4
+
+
+def worst_probe(prefix, case, lane_name, kind):
+    """Of a case's probe connections, the run whose `kind` ("service" or "corrected") p99.9 is
+    highest: each probe lands on some parser thread, the worst one is what a user can get."""
+    found = [load(f"{prefix}/{case}-p{p}") for p in range(1, PROBES + 1)]
+    found = [r for r in found if lane(r, lane_name)]
+    return max(found, key=lambda r: lane(r, lane_name)[kind]["p999"], default=None)
+
+
+def isolation_rows(prefix, lane_name, cases, kind="service"):
+    runs = {c: worst_probe(prefix, c, lane_name, kind) for c in cases}
     rows = []
     for q, label in (("p50", "p50"), ("p99", "p99"), ("p999", "p99.9"), ("max", "max")):
-        vals = {c: (lane(runs[c], lane_name) or {}).get("corrected", {}).get(q) for c in cases}
+        vals = {c: (lane(runs[c], lane_name) or {}).get(kind, {}).get(q) for c in cases}
         base = vals[cases[0]]
         cells = " | ".join(fmt_us(vals[c]) for c in cases)
         ratios = " | ".join(ratio(vals[c], base) for c in cases[1:])
@@ -84,16 +134,22 @@ def isolation_rows(prefix, lane_name, cases):
 def isolation_section(lines):
     cases = ("a-idle", "b-saturated", "c-stalled")
     runs, rows = isolation_rows("2-isolation", "ping", cases)
-    lines += ["## 2. OOB isolation (engine)", "",
-              "OOB `ping` at a fixed rate on one connection, latency corrected for coordinated "
-              "omission: (a) idle executor, (b) executor saturated by a second client's "
-              "closed-loop `work {\"us\":100}` (depth 8), (c) executor blocked by `stall` for "
-              "the whole run. The engine runs with one parser thread fewer than cores, so the "
-              "executor is pinned to a core of its own, and all clients are pinned to the parser "
-              "cores (see commands.txt).", "",
+    _, corrected = isolation_rows("2-isolation", "ping", cases, "corrected")
+    lines += ["## 2. OOB isolation (engine, default flags)", "",
+              f"OOB `ping` at a fixed rate, service time (send to reply), from {PROBES} fresh "
+              "probe connections in turn per case (each lands on some parser thread); the worst "
+              "probe (highest p99.9) is shown. (a) idle executor, (b) executor saturated by a "
+              "second client's closed-loop `work {\"us\":100}` (depth 8), (c) executor blocked by "
+              "`stall` for the whole case. Clients are unpinned and sleep between sends "
+              "(`--spin off`, timer slack 1 ns).", "",
               "| percentile | (a) idle | (b) saturated | (c) stalled | (b)/(a) | (c)/(a) |",
               "|---|---:|---:|---:|---:|---:|"]
     lines += [r[2] for r in rows] + [""]
+    lines += ["The same worst probes, latency corrected for coordinated omission (from the "
+              "intended send time, so the client's own send lag counts too):", "",
+              "| percentile | (a) idle | (b) saturated | (c) stalled | (b)/(a) | (c)/(a) |",
+              "|---|---:|---:|---:|---:|---:|"]
+    lines += [r[2] for r in corrected] + [""]
     sat = lane(runs["b-saturated"], "ping")
     lines.append(f"Plot: [compare.png](2-isolation/compare/compare.png). "
                  f"OOB pings answered in (b): {sat['counts']['ok'] if sat else 'n/a'}.")
@@ -124,6 +180,7 @@ def qemu_section(lines, iso):
                      f"{fmt_rate(e_oob)} | {fmt_rate(q_oob)} | {ratio(e_oob, q_oob)} |")
     lines.append("")
     _, qrows = isolation_rows("3-qemu", "yank", ("a-idle", "b-saturated"))
+    lines += [f"Service time, worst of {PROBES} probe connections per case, as in scenario 2."]
     lines += ["OOB latency at the same fixed rate, QEMU's monitor saturated by a second client's "
               "closed-loop `query-status` (depth 8) on the other chardev. QEMU has no `stall`, "
               "so (c) has no QEMU counterpart.", "",
@@ -171,18 +228,35 @@ def main():
              f"{facts['cpu']}, {nproc} cores, commit `{facts['commit'][:12]}` "
              f"(dirty: {facts['dirty']}), {facts['rustc']}. Details in [README.md](README.md).", ""]
     best_frac = throughput_section(lines)
+    vs_naive = naive_section(lines)
     iso = isolation_section(lines)
     worst_inband, p99_ratio = qemu_section(lines, iso)
     scaling_section(lines, nproc)
     p99_a, p99_b = iso["p99"]["a-idle"], iso["p99"]["b-saturated"]
+    p999_a, p999_b = iso["p99.9"]["a-idle"], iso["p99.9"]["b-saturated"]
     p999_c = iso["p99.9"]["c-stalled"]
+    inb, oob = load("1-throughput/inband-ping-c4-d64"), load("1-throughput/oob-ping-c4-d64")
+    ib_frac = None if not (inb and oob) else rate(inb) / rate(oob)
+    cpu_ratio = (None if cost(inb, "cpu_us_per_reply") is None or not cost(oob, "cpu_us_per_reply")
+                 else cost(inb, "cpu_us_per_reply") / cost(oob, "cpu_us_per_reply"))
+    ib_cs = cost(inb, "switches_per_1k_replies")
     targets = [
+        ("In-band `ping` ≥ 0.8 of OOB `ping` (4 conns x depth 64)", "n/a" if ib_frac is None else f"{ib_frac:.2f}x",
+         verdict(None if ib_frac is None else ib_frac >= 0.8)),
+        ("In-band CPU per request ≤ 1.3x OOB (4 x 64)", "n/a" if cpu_ratio is None else f"{cpu_ratio:.2f}x",
+         verdict(None if cpu_ratio is None else cpu_ratio <= 1.3)),
+        ("≤ 10 context switches per 1,000 in-band requests (4 x 64)", fmt_cost(ib_cs, 1),
+         verdict(None if ib_cs is None else ib_cs <= 10)),
+        ("In-band throughput ≥ 3x the naive tokio server (worst depth > 1)",
+         "n/a" if vs_naive is None else f"{vs_naive:.2f}x", verdict(None if vs_naive is None else vs_naive >= 3)),
+        ("OOB p99.9 service saturated ≤ 1.5x idle (worst probe)", f"{ratio(p999_b, p999_a)} ({fmt_us(p999_b)} vs {fmt_us(p999_a)})",
+         verdict(None if not (p999_a and p999_b) else p999_b <= 1.5 * p999_a)),
         ("Pipelined OOB `ping` ≥ 70% of the echo ceiling (best depth > 1)",
          "n/a" if best_frac is None else f"{100 * best_frac:.0f}%",
          verdict(None if best_frac is None else best_frac >= 0.7)),
         ("OOB p99 saturated ≤ 2x idle", f"{ratio(p99_b, p99_a)} ({fmt_us(p99_b)} vs {fmt_us(p99_a)})",
          verdict(None if not (p99_a and p99_b) else p99_b <= 2 * p99_a)),
-        ("OOB p99.9 stalled < 1 ms", fmt_us(p999_c), verdict(None if p999_c is None else p999_c < 1000)),
+        ("OOB p99.9 service stalled < 1 ms", fmt_us(p999_c), verdict(None if p999_c is None else p999_c < 1000)),
         ("In-band throughput ≥ 20x QEMU (worst depth)", "n/a" if worst_inband is None else f"{worst_inband:.1f}x",
          verdict(None if worst_inband is None else worst_inband >= 20)),
         ("OOB p99 saturated ≥ 10x lower than QEMU's", "n/a" if p99_ratio is None else f"{p99_ratio:.1f}x",
@@ -219,7 +293,7 @@ are in [summary.md](summary.md), generated by `results/tools/summarize.py` from 
 | cores | {facts['nproc']} (`nproc`) |
 | kernel | {facts['kernel']} |
 | QEMU | {facts.get('qemu', 'not run')} |
-| pinning | the engine pins its parser threads (its default) and the executor when a core is left over; scenarios 1, 3 (QEMU) throughput and 4: clients unpinned, sharing every core; scenarios 2 and 3 isolation: engine with nproc-1 parser threads (executor on the last core), clients pinned with `taskset` to the other cores; QEMU itself unpinned |
+| pinning | the engine with default flags pins its parser threads and the executor alone on the last core; clients are unpinned, sharing every core, and sleep between sends in the isolation scenarios (`--spin off`); QEMU itself unpinned |
 | load at start | {facts['load_at_start']} (1/5/15-min `/proc/loadavg`) |
 | started / finished | {facts['started']} / {facts['finished']} (UTC) |
 | durations | {facts['duration']} |
