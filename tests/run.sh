@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Runs every test of the project: the Rust unit and integration tests (in-process engines,
-# real sockets, the engine binary), then the interoperability tests with real third-party
-# Python clients (qemu.qmp, qmp-shell, ovs) and the differential check against QEMU's
-# recorded replies (tests/interop/README.md). This is the README's test command and what CI
-# runs. Needs cargo and python3 (with venv); the Python packages go into .venv/.
+# Runs every test of the project: the documentation's link check, the Rust unit and
+# integration tests (in-process engines, real sockets, the engine binary), then the
+# interoperability tests with real third-party Python clients (qemu.qmp, qmp-shell, ovs) and
+# the differential check against QEMU's recorded replies (tests/interop/README.md). This is
+# the README's test command and what CI runs. Needs cargo and python3 (with venv); the Python packages go into .venv/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Documentation: every relative link and #anchor in the tracked Markdown files (and every
+# docs/*.md#anchor named in the code) resolves inside the repository (tests/check_links.py).
+python3 tests/check_links.py
 
 cargo test --workspace --locked
 

@@ -5,9 +5,9 @@
 //! whitespace. Deterministic (a fixed xorshift seed), so every run and every machine measures
 //! the same bytes.
 //!
-//! JSON-RPC requests carry their arguments as `params: [{...}]`, the shape the engine's
-//! dialect accepts (PROTOCOL.md), rather than OVSDB's positional `["Open_vSwitch", op...]`,
-//! so every message takes the success path of the peek.
+//! JSON-RPC requests carry their arguments as `params: [{...}]`, the shape the engine's dialect
+//! accepts (docs/protocol.md#json-rpc-dialect), rather than OVSDB's positional `["Open_vSwitch",
+//! op...]`, so every message takes the success path of the peek.
 
 /// Largest message in the "small" corpus: one control request without bulk arguments (a
 /// `ping`, a `query-*`, a short `counter-add`), which is what an OOB lane mostly carries.

@@ -5,7 +5,7 @@
 //! - [`corpus`]: the deterministic request corpus (QMP and JSON-RPC, 40 B to 4 KiB).
 //! - [`naive`]: the obvious alternatives that are ours to write (a byte-loop framer, an
 //!   `std::sync::mpsc` executor round trip).
-//! - [`criterion`]: the short measurement settings every benchmark uses.
+//! - [`criterion()`]: the short measurement settings every benchmark uses.
 
 pub mod corpus;
 pub mod naive;

@@ -1,6 +1,6 @@
-//! The demo command set of PROTOCOL.md §3, registered through the public [`Registry`] API
-//! exactly as an embedding user would. The `engine` binary serves it; tests and the load
-//! generator use it.
+//! The demo command set (docs/protocol.md#demo-command-set), registered through the public
+//! [`Registry`] API exactly as an embedding user would. The `engine` binary serves it; tests and
+//! the load generator use it.
 //!
 //! In-band handlers run on the executor; `ping`, `query-counter`, `release` and
 //! `query-stats` are allow-oob and must never block. `stall`/`release` reproduce QEMU's own

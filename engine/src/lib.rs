@@ -19,6 +19,10 @@
 //! executor, allow-oob handlers a shared `&V` on the parser thread), then
 //! [`Server::start`] with a [`Config`]. [`demo::registry`] is the demo command set.
 //!
+//! Guides in the repository: `docs/embedding.md` (this API, with a complete example),
+//! `docs/protocol.md` (the wire rules of both dialects), `docs/operations.md` (the `engine`
+//! binary) and `docs/design.md` (the principles).
+//!
 //! # Layout
 //! - [`address`](Address): `tcp:HOST:PORT` / `unix:PATH` addresses.
 //! - `config`: [`Config`] and [`Limits`], plain data.

@@ -294,6 +294,48 @@ pub(crate) struct Command<S, V> {
 
 /// The commands a server answers, with the state its executor will own and the view its
 /// OOB handlers share.
+///
+/// In-band handlers get [`Exec`] (with `&mut S`) on the executor; allow-oob handlers get
+/// [`Ctx`] (with `&V`) on the parser thread and must never block. Arguments and results are
+/// serde types; see `docs/embedding.md` in the repository for the whole guide.
+///
+/// # Example
+///
+/// A counter: `add` runs in order on the executor and publishes the new value; `get` is
+/// allow-oob and reads the published value at once, whatever the executor is doing.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicI64, Ordering};
+///
+/// use engine::{CommandError, NoArgs, Registry};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Deserialize)]
+/// #[serde(deny_unknown_fields)]
+/// struct AddArgs {
+///     delta: i64,
+/// }
+///
+/// #[derive(Serialize)]
+/// struct Value {
+///     value: i64,
+/// }
+///
+/// let mut registry = Registry::new(0_i64, Arc::new(AtomicI64::new(0)));
+/// registry
+///     .inband("add", |exec, args: AddArgs| {
+///         let total = exec.state().checked_add(args.delta);
+///         let total = total.ok_or_else(|| CommandError::generic("counter overflow"))?;
+///         *exec.state() = total;
+///         exec.ctx().shared().store(total, Ordering::Release);
+///         Ok(Value { value: total })
+///     })
+///     .allow_oob("get", |ctx, _: NoArgs| {
+///         Ok(Value { value: ctx.shared().load(Ordering::Acquire) })
+///     });
+/// assert!(format!("{registry:?}").contains(r#"["add", "get"]"#));
+/// ```
 pub struct Registry<S, V> {
     pub(crate) state: S,
     pub(crate) shared: Arc<V>,

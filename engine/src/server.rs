@@ -41,6 +41,42 @@ type ControlFn = Arc<dyn Fn(Control) + Send + Sync>;
 
 impl Server {
     /// Binds the configured listeners, starts the threads and returns at once.
+    ///
+    /// Bind errors come back here ([`Error::Bind`]), as do inconsistent configurations
+    /// ([`Error::Config`]). Dropping the returned handle shuts the server down gracefully.
+    ///
+    /// # Example
+    ///
+    /// The demo command set on an ephemeral port, one QMP exchange, then shutdown:
+    ///
+    /// ```
+    /// use std::io::{BufRead, BufReader, Write};
+    /// use std::net::TcpStream;
+    /// use std::time::Duration;
+    ///
+    /// use engine::{Address, Config, Server};
+    ///
+    /// let config = Config {
+    ///     qmp: vec!["tcp:127.0.0.1:0".parse()?],
+    ///     threads: 1,
+    ///     pin: false,
+    ///     ..Config::default()
+    /// };
+    /// let server = Server::start(config, engine::demo::registry())?;
+    /// let Address::Tcp(addr) = server.qmp_addrs()[0].clone() else { unreachable!() };
+    ///
+    /// let mut stream = TcpStream::connect(addr)?;
+    /// stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    /// let mut lines = BufReader::new(stream.try_clone()?).lines();
+    /// assert!(lines.next().unwrap()?.starts_with(r#"{"QMP":"#));
+    /// stream.write_all(br#"{"execute":"qmp_capabilities","arguments":{"enable":["oob"]}}"#)?;
+    /// assert_eq!(lines.next().unwrap()?, r#"{"return":{}}"#);
+    /// stream.write_all(br#"{"exec-oob":"ping","id":1}"#)?;
+    /// assert_eq!(lines.next().unwrap()?, r#"{"return":{},"id":1}"#);
+    ///
+    /// server.shutdown();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn start<S, V>(config: Config, registry: Registry<S, V>) -> Result<ServerHandle, Error>
     where
         S: Send + 'static,

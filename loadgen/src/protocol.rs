@@ -5,9 +5,9 @@
 //! serde into a [`Message`]; ids are numbers this client chose, so the reply's id is matched
 //! as a `u64`. Runs on driver threads; logs nothing per message.
 //!
-//! - QMP (PROTOCOL.md §1, QEMU `qmp-spec.rst`): greeting, `qmp_capabilities` enabling `oob`
-//!   when offered, `{"execute"|"exec-oob": C, "arguments": A, "id": N}`, replies with
-//!   `return` or `error`, events ignored.
+//! - QMP (docs/protocol.md#qmp-dialect, QEMU `qmp-spec.rst`): greeting, `qmp_capabilities`
+//!   enabling `oob` when offered, `{"execute"|"exec-oob": C, "arguments": A, "id": N}`,
+//!   replies with `return` or `error`, events ignored.
 //! - JSON-RPC 1.0 as OVS (`lib/jsonrpc.c`): `{"method": M, "params": P, "id": N}`, replies
 //!   with non-null `result` or non-null `error`; the server's `echo` probes are answered.
 //! - Echo (loopback ceiling): the request itself comes back and counts as a reply.

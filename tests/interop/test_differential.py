@@ -171,11 +171,11 @@ PARSE = ("E", "GenericError", NOID)
 # Where the engine deliberately answers differently: case -> (reason, the engine's exact
 # answer). The test also checks QEMU's recorded answer still differs, so a stale entry
 # fails too.
-ONE_ERROR = "PROTOCOL.md §1 (bad input): one bad message gives one error, not a cascade; " \
+ONE_ERROR = "docs/protocol.md#bad-input: one bad message gives one error, not a cascade; " \
     "QEMU's lexer reports the bad token and then one more error per orphaned token"
 KNOWN_DIFFERENCES = {
-    "quit": ("PROTOCOL.md §3: quit replies {} and then sends SHUTDOWN; QEMU 7.2 sends the "
-             "SHUTDOWN event first", sig_of(
+    "quit": ("docs/protocol.md#demo-command-set: quit replies {} and then sends SHUTDOWN; "
+             "QEMU 7.2 sends the SHUTDOWN event first", sig_of(
                  ("R", "q"), ("EV", "SHUTDOWN", {"guest": False, "reason": "host-qmp-quit"}))),
     "quit_oob_session": ("as quit", sig_of(
         ("R", "q"), ("EV", "SHUTDOWN", {"guest": False, "reason": "host-qmp-quit"}))),
@@ -184,7 +184,7 @@ KNOWN_DIFFERENCES = {
         sig_of(PARSE)),
     "bytes_overlong_nul_in_string": (
         "QEMU accepts the overlong C0 80 as NUL (modified UTF-8); the engine rejects invalid "
-        "UTF-8 (PROTOCOL.md §1 bad input)", sig_of(PARSE, PROBE)),
+        "UTF-8 (docs/protocol.md#bad-input)", sig_of(PARSE, PROBE)),
     "id_float_1e400": (
         "1e400 overflows a double: QEMU echoes it as `inf`, which is not JSON (its reply is "
         "unparsable); the engine rejects the request as malformed", sig_of(PARSE)),
@@ -214,8 +214,8 @@ KNOWN_DIFFERENCES = {
         sig_of(("E", "CommandNotFound", -9223372036854775809))),
 }
 
-# Cases where the order of replies is not defined (PROTOCOL.md §1: an OOB reply may
-# overtake earlier in-band replies; parse errors take the in-band lane): compared as a
+# Cases where the order of replies is not defined (docs/protocol.md#ordering-and-lanes: an OOB
+# reply may overtake earlier in-band replies; parse errors take the in-band lane): compared as a
 # multiset, plus the order of the in-band replies (those without the OOB id "y"). QEMU's
 # own order varies between runs here.
 ORDER_FREE = {
@@ -223,8 +223,8 @@ ORDER_FREE = {
     "oob_pipelined_error_then_oob": "parse error (in-band lane) vs OOB reply",
 }
 
-# Suspected engine bugs: the engine's answer differs from QEMU's and from PROTOCOL.md.
-# Each is an xfail(strict) asserting what PROTOCOL.md asks for, so a fix shows up as XPASS.
+# Suspected engine bugs: the engine's answer differs from QEMU's and from docs/protocol.md.
+# Each is an xfail(strict) asserting what docs/protocol.md asks for, so a fix shows up as XPASS.
 ENGINE_BUGS = {}
 
 

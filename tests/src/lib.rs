@@ -18,6 +18,7 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(20);
 /// An engine serving the demo command set; shut down (gracefully) on drop.
 #[derive(Debug)]
 pub struct TestServer {
+    /// The running server; `None` once [`TestServer::shutdown`] took it.
     pub handle: Option<ServerHandle>,
     /// The first QMP address (TCP, or the Unix socket if only that was asked).
     pub addr: Address,

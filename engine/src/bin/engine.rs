@@ -1,5 +1,5 @@
-//! The `engine` binary: serves the demo command set (PROTOCOL.md §3) on the configured
-//! listeners. Maps its command line onto `engine::Config`; logs with `RUST_LOG`.
+//! The `engine` binary: serves the demo command set (docs/protocol.md#demo-command-set) on the
+//! configured listeners. Maps its command line onto `engine::Config`; logs with `RUST_LOG`.
 
 use std::io::Write;
 use std::time::Duration;

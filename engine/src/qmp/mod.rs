@@ -1,5 +1,5 @@
-//! The QMP dialect (PROTOCOL.md §1): session modes, request classification in QEMU's order
-//! of checks, and the encoding of greetings, replies and events.
+//! The QMP dialect (docs/protocol.md#qmp-dialect): session modes, request classification in QEMU's
+//! order of checks, and the encoding of greetings, replies and events.
 
 mod classify;
 mod encode;

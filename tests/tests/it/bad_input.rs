@@ -1,6 +1,6 @@
-//! Bad input (PROTOCOL.md §1): each bad message gets exactly one `GenericError` without id,
-//! in order, and the connection survives. After each case a final `ping` proves that no
-//! further reply is pending (no cascade) and that the stream resynchronised.
+//! Bad input (docs/protocol.md#bad-input): each bad message gets exactly one `GenericError` without
+//! id, in order, and the connection survives. After each case a final `ping` proves that no further
+//! reply is pending (no cascade) and that the stream resynchronised.
 
 use serde_json::{Value, json};
 use tests::{Client, generic_error, start_server, start_server_with, test_config};

@@ -1,6 +1,6 @@
-//! Flow control without loss (PROTOCOL.md §1): beyond the in-flight limit requests park in
-//! their connection while reading and OOB go on; a full executor queue never blocks a parser
-//! thread; a client that does not read its replies pauses only its own reads.
+//! Flow control without loss (docs/protocol.md#flow-control-and-parking): beyond the in-flight
+//! limit requests park in their connection while reading and OOB go on; a full executor queue never
+//! blocks a parser thread; a client that does not read its replies pauses only its own reads.
 
 use std::thread;
 

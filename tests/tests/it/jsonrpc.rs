@@ -1,5 +1,6 @@
-//! The JSON-RPC dialect (PROTOCOL.md §2): OVS 1.0 replies, notifications, `echo` and allow-oob
-//! methods on the parser thread, JSON-RPC 2.0 forms and codes, and OVS's close-on-protocol-error.
+//! The JSON-RPC dialect (docs/protocol.md#json-rpc-dialect): OVS 1.0 replies, notifications, `echo`
+//! and allow-oob methods on the parser thread, JSON-RPC 2.0 forms and codes, and OVS's
+//! close-on-protocol-error.
 
 use serde_json::json;
 use tests::{Client, start_jsonrpc_server, start_server_with, temp_socket_path, test_config};

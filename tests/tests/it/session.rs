@@ -1,4 +1,4 @@
-//! Greeting and capabilities negotiation (PROTOCOL.md §1).
+//! Greeting and capabilities negotiation (docs/protocol.md#negotiation).
 
 use serde_json::json;
 use tests::{Client, error, generic_error, start_server};
