@@ -36,6 +36,8 @@
 //! - `job`: jobs, inbox messages, and the sleep/wake protocol.
 //! - `executor`: the ordered executor thread.
 //! - `registry`: the public command API.
+//! - `introspect`: `query-qmp-schema` ([`SchemaInfo`]) from the registry's recorded schemas.
+//! - `openrpc`: the `rpc.discover` document ([`OpenRpc`]) from the same schemas.
 //! - `stats`: counters and latency histograms for `query-stats`.
 //! - [`demo`]: the demo command set.
 //! - `internals` (feature `internals`): hot-path pieces for the benchmarks.
@@ -50,10 +52,12 @@ mod executor;
 mod framer;
 #[cfg(feature = "internals")]
 pub mod internals;
+mod introspect;
 mod job;
 mod jsonrpc;
 mod lane;
 mod listener;
+mod openrpc;
 mod parser;
 mod peek;
 mod qmp;
@@ -66,6 +70,8 @@ pub use address::Address;
 pub use config::{Config, Limits};
 pub use error::Error;
 pub use framer::{Frame, Framer, MAX_DEPTH, Step};
+pub use introspect::SchemaInfo;
+pub use openrpc::{DISCOVER, OpenRpc};
 pub use registry::{
     CommandError, CommandInfo, Ctx, Empty, ErrorClass, Exec, Lane, NoArgs, Registry, VersionInfo,
     VersionTriple,

@@ -11,10 +11,13 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use simd_json::Node;
 
+use crate::introspect::{SchemaInfo, Schemas};
+use crate::openrpc::OpenRpc;
 use crate::peek::Peeker;
 use crate::stats::{Stats, StatsSnapshot};
 
@@ -117,16 +120,16 @@ impl fmt::Display for CommandError {
 
 /// Arguments of a command that takes none: accepts a missing or empty `arguments` object
 /// and rejects any member.
-#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoArgs {}
 
 /// The empty object `{}`, for commands with nothing to return.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, JsonSchema)]
 pub struct Empty {}
 
 /// One entry of `query-commands`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct CommandInfo {
     /// Command name.
     pub name: String,
@@ -136,7 +139,7 @@ pub struct CommandInfo {
 }
 
 /// The greeting's `version` object (kept in QEMU's shape because clients parse it).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct VersionInfo {
     /// `{"micro": .., "minor": .., "major": ..}`.
     pub qemu: VersionTriple,
@@ -145,7 +148,7 @@ pub struct VersionInfo {
 }
 
 /// A `major.minor.micro` version.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, JsonSchema)]
 pub struct VersionTriple {
     /// Micro.
     pub micro: u32,
@@ -183,6 +186,16 @@ impl<V> Ctx<'_, V> {
     pub fn version(&self) -> &VersionInfo {
         &self.info.version
     }
+
+    /// The `query-qmp-schema` list, generated from the registry when the server started.
+    pub fn qmp_schema(&self) -> &[SchemaInfo] {
+        &self.info.qmp_schema
+    }
+
+    /// The OpenRPC document `rpc.discover` returns, from the same registry.
+    pub fn openrpc(&self) -> &OpenRpc {
+        &self.info.openrpc
+    }
 }
 
 /// Facts about the running server that handlers may report.
@@ -190,6 +203,8 @@ impl<V> Ctx<'_, V> {
 pub(crate) struct ServerInfo {
     pub(crate) commands: Vec<CommandInfo>,
     pub(crate) version: VersionInfo,
+    pub(crate) qmp_schema: Vec<SchemaInfo>,
+    pub(crate) openrpc: OpenRpc,
 }
 
 impl ServerInfo {
@@ -197,8 +212,12 @@ impl ServerInfo {
         registry: &Registry<S, V>,
         package: String,
     ) -> Self {
+        let openrpc =
+            crate::openrpc::document(&registry.schemas, &package, env!("CARGO_PKG_VERSION"));
         ServerInfo {
             commands: registry.command_infos(),
+            qmp_schema: crate::introspect::schema_info(&registry.schemas),
+            openrpc,
             version: VersionInfo { qemu: VersionTriple { micro: 0, minor: 1, major: 0 }, package },
         }
     }
@@ -324,6 +343,8 @@ pub struct Registry<S, V> {
     pub(crate) shared: Arc<V>,
     pub(crate) commands: HashMap<String, Command<S, V>>,
     pub(crate) on_shutdown: Option<ShutdownHook<V>>,
+    /// Argument, result and event types, for `query-qmp-schema` and `rpc.discover`.
+    pub(crate) schemas: Schemas,
 }
 
 impl<S, V> fmt::Debug for Registry<S, V> {
@@ -337,7 +358,13 @@ impl<S, V> fmt::Debug for Registry<S, V> {
 impl<S: Send + 'static, V: Send + Sync + 'static> Registry<S, V> {
     /// A registry with no commands yet.
     pub fn new(state: S, shared: Arc<V>) -> Self {
-        Registry { state, shared, commands: HashMap::new(), on_shutdown: None }
+        Registry {
+            state,
+            shared,
+            commands: HashMap::new(),
+            on_shutdown: None,
+            schemas: Schemas::default(),
+        }
     }
 
     /// Registers an in-band command: `handler` runs on the executor, in total order.
@@ -346,10 +373,11 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Registry<S, V> {
     /// If a command of that name is already registered.
     pub fn inband<A, R, F>(&mut self, name: &str, handler: F) -> &mut Self
     where
-        A: DeserializeOwned + Send + 'static,
-        R: Serialize + Send + 'static,
+        A: DeserializeOwned + JsonSchema + Send + 'static,
+        R: Serialize + JsonSchema + Send + 'static,
         F: Fn(&mut Exec<'_, S, V>, A) -> Result<R, CommandError> + Send + Sync + 'static,
     {
+        self.schemas.command::<A, R>(name, false);
         let handler = Arc::new(handler);
         let prepare: Prepare<S, V> = Box::new(move |peeker, args| {
             let args: A = peeker.decode(args).map_err(CommandError::invalid_arguments)?;
@@ -367,10 +395,11 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Registry<S, V> {
     /// If a command of that name is already registered.
     pub fn allow_oob<A, R, F>(&mut self, name: &str, handler: F) -> &mut Self
     where
-        A: DeserializeOwned + Send + 'static,
-        R: Serialize + Send + 'static,
+        A: DeserializeOwned + JsonSchema + Send + 'static,
+        R: Serialize + JsonSchema + Send + 'static,
         F: Fn(&Ctx<'_, V>, A) -> Result<R, CommandError> + Send + Sync + 'static,
     {
+        self.schemas.command::<A, R>(name, true);
         let handler = Arc::new(handler);
         let inband = Arc::clone(&handler);
         let prepare: Prepare<S, V> = Box::new(move |peeker, args| {
@@ -385,6 +414,20 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Registry<S, V> {
                 .map_err(|e| CommandError::generic(format!("cannot encode the result: {e}")))
         });
         self.add(name, Command { lane: Lane::AllowOob, prepare, run_oob: Some(run_oob) })
+    }
+
+    /// Declares an event the server may emit and the type of its `data`, so that
+    /// `query-qmp-schema` lists it (`meta-type` `event`, `arg-type` describing `T`). Emitting
+    /// is unchanged ([`Exec::emit_event`], [`ServerHandle::emit_event`](crate::ServerHandle));
+    /// an undeclared event can still be sent, it is just not advertised.
+    ///
+    /// # Panics
+    /// If an event of that name is already declared.
+    pub fn event<T: JsonSchema>(&mut self, name: &str) -> &mut Self {
+        let declared = self.schemas.events.iter().any(|e| e.name == name);
+        assert!(!declared, "event '{name}' declared twice");
+        self.schemas.event::<T>(name);
+        self
     }
 
     /// Called (from the thread that starts shutdown) before the server drains, e.g. to release

@@ -67,7 +67,7 @@ impl Server {
         let (jobs, jobs_rx) = crossbeam_channel::bounded(config.limits.queue_capacity);
         let stats = Arc::new(Stats::new(threads));
         let info = Arc::new(ServerInfo::new(&registry, config.package.clone()));
-        let Registry { state, shared, commands, on_shutdown } = registry;
+        let Registry { state, shared, commands, on_shutdown, .. } = registry;
         let commands = Arc::new(commands);
         let cores =
             if config.pin { core_affinity::get_core_ids().unwrap_or_default() } else { vec![] };

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
+use schemars::JsonSchema;
 use serde::Serialize;
 
 /// How often the executor folds its private histograms into the published ones: often enough
@@ -143,7 +144,7 @@ impl Stats {
 }
 
 /// The `query-stats` reply.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct StatsSnapshot {
     /// Milliseconds since start.
@@ -161,7 +162,7 @@ pub struct StatsSnapshot {
 }
 
 /// Connection counts.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct Connections {
     /// Accepted since start.
     pub accepted: u64,
@@ -170,7 +171,7 @@ pub struct Connections {
 }
 
 /// Request counts since start.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct Requests {
     /// Run out-of-band on a parser thread.
@@ -184,7 +185,7 @@ pub struct Requests {
 }
 
 /// Executor queue state.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct Queue {
     /// Jobs waiting in the executor queue.
     pub depth: usize,
@@ -193,7 +194,7 @@ pub struct Queue {
 }
 
 /// Executor latency summary.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct ExecutorSnapshot {
     /// How long the job running now has run, in microseconds; `null` when idle.
@@ -207,7 +208,7 @@ pub struct ExecutorSnapshot {
 }
 
 /// Percentiles in microseconds.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct Percentiles {
     /// Median.
     pub p50: f64,

@@ -11,8 +11,8 @@ use engine::{Address, Config, Limits, Server};
 /// Thread-per-core QMP command dispatcher with an out-of-band lane.
 ///
 /// Serves the demo command set: in-band `work`, `counter-add`, `stall`, `emit-event`,
-/// `query-version`, `query-commands`, `quit`; allow-oob `ping`, `query-counter`,
-/// `release`, `query-stats`.
+/// `query-version`, `query-commands`, `query-qmp-schema`, `rpc.discover`, `quit`; allow-oob
+/// `ping`, `query-counter`, `release`, `query-stats`.
 ///
 /// Examples:
 ///   engine                                   # QMP on tcp:127.0.0.1:4444

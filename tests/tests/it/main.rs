@@ -6,6 +6,7 @@
 mod bad_input;
 mod flow;
 mod ids;
+mod introspection;
 mod jsonrpc;
 mod loadgen;
 mod oob;
