@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::job::{Inbox, Job, Mailbox, Work};
 use crate::registry::{CommandError, Ctx, Effects, Event, Exec, ServerInfo};
@@ -80,7 +80,7 @@ impl<S, V> Executor<S, V> {
     /// Runs until every parser thread has drained and exited.
     pub(crate) fn run(mut self) {
         while self.parsers_left > 0 {
-            let Ok(first) = self.rx.recv() else { break };
+            let Some(first) = self.next_job() else { break };
             self.stats.queue_depth.store(self.rx.len(), Ordering::Relaxed);
             self.handle(first);
             for _ in 1..BATCH {
@@ -93,6 +93,23 @@ impl<S, V> Executor<S, V> {
         }
         self.publish();
         tracing::debug!("executor exits");
+    }
+
+    /// Waits for the next job. While some jobs are not published yet, waits at most until
+    /// their publication is due, so the last jobs before a quiet spell still reach
+    /// `query-stats` and the metrics endpoint.
+    fn next_job(&mut self) -> Option<Job<S, V>> {
+        loop {
+            if self.local.jobs == 0 {
+                return self.rx.recv().ok();
+            }
+            let due = PUBLISH_EVERY.saturating_sub(self.last_publish.elapsed());
+            match self.rx.recv_timeout(due) {
+                Ok(job) => return Some(job),
+                Err(RecvTimeoutError::Timeout) => self.publish(),
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
     }
 
     fn handle(&mut self, job: Job<S, V>) {

@@ -38,7 +38,9 @@
 //! - `registry`: the public command API.
 //! - `introspect`: `query-qmp-schema` ([`SchemaInfo`]) from the registry's recorded schemas.
 //! - `openrpc`: the `rpc.discover` document ([`OpenRpc`]) from the same schemas.
-//! - `stats`: counters and latency histograms for `query-stats`.
+//! - `stats`: counters and latency histograms for `query-stats` and the metrics endpoint.
+//! - `metrics`: the Prometheus / OpenMetrics endpoint (`--metrics tcp:HOST:PORT`), read at
+//!   scrape time from `stats`.
 //! - [`demo`]: the demo command set.
 //! - `internals` (feature `internals`): hot-path pieces for the benchmarks.
 
@@ -57,6 +59,7 @@ mod job;
 mod jsonrpc;
 mod lane;
 mod listener;
+mod metrics;
 mod openrpc;
 mod parser;
 mod peek;

@@ -193,6 +193,7 @@ impl<S, V> ParserThread<S, V> {
                     if c.session.id != conn {
                         continue; // its connection closed; the slot has a new tenant
                     }
+                    self.worker.stats.threads[self.worker.thread].count_outcome(&outcome);
                     c.session.complete(&outcome);
                     self.activate(conn.key as usize);
                 }
@@ -286,6 +287,8 @@ impl<S, V> ParserThread<S, V> {
             self.waiting_space.push(key);
             self.mailbox().want_space();
         }
+        let paused = self.is_paused(key);
+        self.conns[key].track_pause(paused, &self.worker.stats.threads[self.worker.thread].paused);
         let conn = &self.conns[key];
         let more_to_read = conn.readable && !conn.read_closed && !self.is_paused(key);
         if conn.is_finished() || (self.drain_until.is_some() && self.is_answered(key)) {
@@ -341,6 +344,7 @@ impl<S, V> ParserThread<S, V> {
     fn close(&mut self, key: usize) {
         let mut conn = self.conns.remove(key);
         let _ = conn.stream.deregister(self.poll.registry());
+        conn.track_pause(false, &self.worker.stats.threads[self.worker.thread].paused);
         bump(&self.worker.stats.threads[self.worker.thread].closed);
         tracing::debug!(thread = self.worker.thread, key, "connection closed");
     }

@@ -334,6 +334,8 @@ pub(crate) struct Command<S, V> {
     pub(crate) prepare: Prepare<S, V>,
     /// Runs the command right here (allow-oob commands only).
     pub(crate) run_oob: Option<RunOob<V>>,
+    /// Registration order: the index of its per-command counters in `stats`.
+    pub(crate) metric: usize,
 }
 
 /// The commands a server answers, with the state its executor will own and the view its
@@ -384,7 +386,7 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Registry<S, V> {
             let handler = Arc::clone(&handler);
             Ok(Box::new(move |exec: &mut Exec<'_, S, V>| handler(exec, args).map(Reply::new)))
         });
-        self.add(name, Command { lane: Lane::InBand, prepare, run_oob: None })
+        self.add(name, Command { lane: Lane::InBand, prepare, run_oob: None, metric: 0 })
     }
 
     /// Registers an allow-oob command: with `exec-oob`, `handler` runs on the parser thread
@@ -413,7 +415,7 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Registry<S, V> {
             serde_json::to_writer(out, &result)
                 .map_err(|e| CommandError::generic(format!("cannot encode the result: {e}")))
         });
-        self.add(name, Command { lane: Lane::AllowOob, prepare, run_oob: Some(run_oob) })
+        self.add(name, Command { lane: Lane::AllowOob, prepare, run_oob: Some(run_oob), metric: 0 })
     }
 
     /// Declares an event the server may emit and the type of its `data`, so that
@@ -437,11 +439,21 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Registry<S, V> {
         self
     }
 
-    fn add(&mut self, name: &str, command: Command<S, V>) -> &mut Self {
+    fn add(&mut self, name: &str, mut command: Command<S, V>) -> &mut Self {
+        command.metric = self.commands.len();
         assert!(!name.is_empty() && name != crate::qmp::CAPABILITIES, "reserved name '{name}'");
         let previous = self.commands.insert(name.to_owned(), command);
         assert!(previous.is_none(), "command '{name}' registered twice");
         self
+    }
+
+    /// Command names in registration order (each command's `metric` index).
+    pub(crate) fn metric_names(&self) -> Vec<String> {
+        let mut names = vec![String::new(); self.commands.len()];
+        for (name, command) in &self.commands {
+            names[command.metric].clone_from(name);
+        }
+        names
     }
 
     /// `query-commands` material: every command, sorted, with `qmp_capabilities`.

@@ -22,6 +22,7 @@ use crate::dispatch::Worker;
 use crate::executor::Executor;
 use crate::job::{ConnId, Job, Mailbox, Work};
 use crate::listener::{self, ListenSocket, Listener};
+use crate::metrics::MetricsEndpoint;
 use crate::parser::{ExitNotice, ParserThread, WAKER};
 use crate::registry::{Event, Registry, ServerInfo, ShutdownHook};
 use crate::stats::{Stats, StatsSnapshot};
@@ -65,7 +66,10 @@ impl Server {
         }
         let mailboxes: Arc<[Mailbox]> = mailboxes.into();
         let (jobs, jobs_rx) = crossbeam_channel::bounded(config.limits.queue_capacity);
-        let stats = Arc::new(Stats::new(threads));
+        let stats = Arc::new(Stats::with_commands(threads, registry.metric_names()));
+        let metrics =
+            config.metrics.as_ref().map(|a| MetricsEndpoint::start(a, Arc::clone(&stats)));
+        let metrics = metrics.transpose()?;
         let info = Arc::new(ServerInfo::new(&registry, config.package.clone()));
         let Registry { state, shared, commands, on_shutdown, .. } = registry;
         let commands = Arc::new(commands);
@@ -119,6 +123,7 @@ impl Server {
             control,
             stats,
             threads: handles,
+            metrics,
         })
     }
 }
@@ -256,6 +261,8 @@ pub struct ServerHandle {
     control: ControlFn,
     stats: Arc<Stats>,
     threads: Vec<JoinHandle<()>>,
+    /// Stopped when the handle drops, after the server threads.
+    metrics: Option<MetricsEndpoint>,
 }
 
 impl std::fmt::Debug for ServerHandle {
@@ -276,6 +283,12 @@ impl ServerHandle {
     /// Bound JSON-RPC addresses.
     pub fn jsonrpc_addrs(&self) -> &[Address] {
         &self.jsonrpc
+    }
+
+    /// The bound Prometheus endpoint ([`Config::metrics`]), with the actual port where port 0
+    /// was asked.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsEndpoint::addr)
     }
 
     /// Sends an event to every negotiated session, in order with in-band commands.

@@ -9,6 +9,7 @@ mod ids;
 mod introspection;
 mod jsonrpc;
 mod loadgen;
+mod metrics;
 mod oob;
 mod ordering;
 mod panics;
