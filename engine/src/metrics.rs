@@ -259,7 +259,7 @@ impl StatsCollector {
         let oob = self.oob_buckets();
         let mut family = encoder.encode_descriptor(
             "engine_request_duration_seconds",
-            "Latency by lane and stage: inband wait (queued until the executor starts it), inband service (handler), oob service (framed request to encoded reply, on the parser thread).",
+            "Latency by lane and stage: inband wait (queued until the executor starts it), inband service (handler), oob service (argument decoding, handler and reply encoding, on the parser thread).",
             None,
             MetricType::Histogram,
         )?;

@@ -371,6 +371,10 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Registry<S, V> {
 
     /// Registers an in-band command: `handler` runs on the executor, in total order.
     ///
+    /// `A` and `R` also derive `schemars::JsonSchema`: their schemas are recorded here, and
+    /// `query-qmp-schema` ([`Ctx::qmp_schema`]) and `rpc.discover` ([`Ctx::openrpc`])
+    /// describe the command from them.
+    ///
     /// # Panics
     /// If a command of that name is already registered.
     pub fn inband<A, R, F>(&mut self, name: &str, handler: F) -> &mut Self
@@ -391,7 +395,8 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Registry<S, V> {
 
     /// Registers an allow-oob command: with `exec-oob`, `handler` runs on the parser thread
     /// that read it, at once; with `execute`, on the executor in order. It sees only the
-    /// shared view, so it must never block.
+    /// shared view, so it must never block. `A` and `R` derive `schemars::JsonSchema`, as for
+    /// [`Registry::inband`]; introspection marks the command `allow-oob`.
     ///
     /// # Panics
     /// If a command of that name is already registered.

@@ -59,7 +59,7 @@ pub(crate) struct ThreadStats {
     pub(crate) error_classes: [AtomicU64; ERROR_CLASSES.len()],
     /// Connections of this thread whose reading is paused by the byte budget now (a gauge).
     pub(crate) paused: AtomicU64,
-    /// Time from a framed OOB request to its reply being encoded.
+    /// OOB service time: argument decoding, handler and reply encoding on this thread.
     pub(crate) oob_latency: LatencyBuckets,
 }
 
