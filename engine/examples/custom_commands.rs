@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use engine::{Address, CommandError, Config, NoArgs, Registry, Server};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Owned by the executor.
@@ -32,15 +33,16 @@ struct Published {
     version: AtomicU64,
 }
 
-/// Arguments are decoded on the parser thread into this owned, typed value.
-#[derive(Deserialize)]
+/// Arguments are decoded on the parser thread into this owned, typed value; `JsonSchema`
+/// lets `query-qmp-schema` and `rpc.discover` describe them.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct SetArgs {
     key: String,
     value: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 struct Version {
     version: u64,
 }

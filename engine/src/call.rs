@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::registry::{CommandError, Exec};
+use crate::registry::{CommandError, ErrorClass, Exec};
 use crate::reply::{self, ReplyTo};
 
 /// A call in flight between a parser thread and the executor, types erased.
@@ -24,6 +24,8 @@ pub(crate) trait Call<S, V>: Send {
     fn fail(&mut self, err: CommandError);
     /// Parser thread: writes the reply for the kept result, leaving the call empty for reuse.
     fn write_reply(&mut self, out: &mut Vec<u8>, to: &ReplyTo);
+    /// Parser thread: the class of the kept result if it is an error (for the metrics).
+    fn failure(&self) -> Option<ErrorClass>;
     /// The command's registration index: which free list the call goes back to.
     fn command(&self) -> usize;
     /// For refilling a reused call with new arguments of its own type.
@@ -124,6 +126,13 @@ where
             Err(CommandError::generic("the command was never run (internal error)"))
         });
         reply::outcome(out, to, &outcome);
+    }
+
+    fn failure(&self) -> Option<ErrorClass> {
+        match &self.outcome {
+            Some(Err(err)) => Some(err.class),
+            _ => None,
+        }
     }
 
     fn command(&self) -> usize {

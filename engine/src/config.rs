@@ -30,6 +30,9 @@ pub struct Config {
     pub limits: Limits,
     /// Text of the greeting's `package` field.
     pub package: String,
+    /// Where to serve Prometheus metrics (`GET /metrics`, OpenMetrics text), `tcp:` only;
+    /// `None` serves none. See the `metrics` module table for what is exported.
+    pub metrics: Option<Address>,
 }
 
 /// Per-connection and per-server bounds. Every one is a memory or fairness bound: past it
@@ -75,6 +78,7 @@ impl Default for Config {
             spin: Config::DEFAULT_SPIN,
             limits: Limits::default(),
             package: format!("engine {}", env!("CARGO_PKG_VERSION")),
+            metrics: None,
         }
     }
 }
@@ -104,6 +108,9 @@ impl Config {
         }
         if limits.conn_budget_bytes < limits.max_message_bytes {
             return Err(Error::Config("conn_budget_bytes must be >= max_message_bytes".into()));
+        }
+        if matches!(self.metrics, Some(Address::Unix(_))) {
+            return Err(Error::Config("the metrics endpoint needs a tcp: address".into()));
         }
         if self.threads > 1024 {
             return Err(Error::Config("at most 1024 parser threads".into()));

@@ -7,6 +7,7 @@
 //! the socket, so a client that floods or does not read its replies only slows itself.
 
 use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use mio::event::Source;
 use mio::net::{TcpStream, UnixStream};
@@ -209,6 +210,8 @@ pub(crate) struct Conn<S, V> {
     pub(crate) broken: bool,
     /// Listed for servicing this loop turn.
     pub(crate) queued: bool,
+    /// Counted in the thread's paused-connections gauge (reading stopped by the budget).
+    paused: bool,
 }
 
 impl<S, V> Session<S, V> {
@@ -247,6 +250,17 @@ impl<S, V> Conn<S, V> {
             read_closed: false,
             broken: false,
             queued: false,
+            paused: false,
+        }
+    }
+
+    /// Notes whether reading is paused by the byte budget now, keeping the owning thread's
+    /// gauge of paused connections in step (single writer: plain load + store).
+    pub(crate) fn track_pause(&mut self, paused: bool, gauge: &AtomicU64) {
+        if paused != self.paused {
+            self.paused = paused;
+            let now = gauge.load(Ordering::Relaxed);
+            gauge.store(if paused { now + 1 } else { now.saturating_sub(1) }, Ordering::Relaxed);
         }
     }
 

@@ -3,7 +3,9 @@
 //! the load generator use it.
 //!
 //! In-band handlers run on the executor; `ping`, `query-counter`, `release` and
-//! `query-stats` are allow-oob and must never block. `stall`/`release` reproduce QEMU's own
+//! `query-stats` are allow-oob and must never block. `query-qmp-schema` (QMP introspection)
+//! and `rpc.discover` (OpenRPC) answer from the registry's own recorded schemas; the one
+//! event the set emits by itself, `SHUTDOWN`, is declared so introspection lists it. `stall`/`release` reproduce QEMU's own
 //! OOB test: a blocked executor, and an OOB command that must still answer.
 
 use std::sync::Arc;
@@ -11,8 +13,11 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::introspect::SchemaInfo;
+use crate::openrpc::{DISCOVER, OpenRpc};
 use crate::registry::{CommandError, CommandInfo, Empty, NoArgs, Registry, VersionInfo};
 use crate::stats::StatsSnapshot;
 
@@ -96,39 +101,48 @@ impl Gate {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct WorkArgs {
     us: u64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct CounterAddArgs {
     delta: i64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct StallArgs {
     timeout_ms: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct EmitEventArgs {
     event: String,
     data: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 struct CounterValue {
     value: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 struct Released<T> {
     released: T,
+}
+
+/// The `SHUTDOWN` event's data, as QEMU sends it.
+#[derive(Debug, Serialize, JsonSchema)]
+struct ShutdownData {
+    /// Always false: no guest here.
+    guest: bool,
+    /// `host-qmp-quit`, `host-signal`, ...
+    reason: String,
 }
 
 /// The demo command set.
@@ -177,6 +191,13 @@ pub fn registry() -> Registry<DemoState, DemoShared> {
             Ok(Released { released: ctx.shared().gate.release() })
         })
         .allow_oob("query-stats", |ctx, _: NoArgs| -> Result<StatsSnapshot, _> { Ok(ctx.stats()) })
+        .inband("query-qmp-schema", |exec, _: NoArgs| -> Result<Vec<SchemaInfo>, _> {
+            Ok(exec.ctx().qmp_schema().to_vec())
+        })
+        .inband(DISCOVER, |exec, _: NoArgs| -> Result<OpenRpc, _> {
+            Ok(exec.ctx().openrpc().clone())
+        })
+        .event::<ShutdownData>("SHUTDOWN")
         .inband("emit-event", |exec, args: EmitEventArgs| {
             exec.emit_event(args.event, args.data.map(serde_json::Value::Object));
             Ok(Empty {})

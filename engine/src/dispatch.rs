@@ -8,6 +8,7 @@
 //! into the connection's write buffer.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use simd_json::Node;
 
@@ -170,6 +171,7 @@ impl<S, V> Worker<S, V> {
         // QMP: `exec-oob` asks for the OOB lane; JSON-RPC: allow-oob methods always take it.
         let wants_oob =
             oob || (conn.dialect == Dialect::JsonRpc && command.lane == CommandLane::AllowOob);
+        self.counters().count_routed(conn.dialect, wants_oob, command.index);
         if !wants_oob {
             let free = self.calls.free_list(command.index);
             let prepared = (command.prepare)(&mut self.peeker, target.args, free);
@@ -183,9 +185,11 @@ impl<S, V> Worker<S, V> {
         bump(&self.stats.threads[self.thread].oob);
         let ctx = Ctx { shared: &*self.shared, stats: &self.stats, info: &self.info };
         let peeker = &mut self.peeker;
+        let started = Instant::now();
         let written = reply::write_return(&mut conn.output.buf, form, &self.id, |out| {
             contain_panic(|| run(&ctx, peeker, target.args, out))
         });
+        self.stats.threads[self.thread].oob_latency.record(started.elapsed());
         if let Err(err) = written {
             self.answer_error(conn, true, form, &err);
         }
@@ -223,7 +227,7 @@ impl<S, V> Worker<S, V> {
         form: Form,
         err: &CommandError,
     ) {
-        bump(&self.counters().errors);
+        self.counters().count_error(err.class);
         let id = &self.id;
         if oob {
             reply::error(&mut conn.output.buf, form, err, id);

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::call::BoxedCall;
 use crate::job::{Arrival, Batch, ConnId, Done, Exchange, Job, Work};
@@ -111,7 +111,7 @@ impl<S, V> Executor<S, V> {
     }
 
     /// The next batch: spins first if allowed, then parks until one comes.
-    fn next_batch(&self) -> Option<Batch<S, V>> {
+    fn next_batch(&mut self) -> Option<Batch<S, V>> {
         if !self.spin.is_zero() {
             let until = Instant::now() + self.spin;
             // The clock is read every few dozen polls: it costs more than the poll itself.
@@ -124,7 +124,24 @@ impl<S, V> Executor<S, V> {
                 }
             }
         }
-        self.rx.recv().ok()
+        self.wait_for_batch()
+    }
+
+    /// Parks until a batch comes. While some jobs are not published yet, waits at most until
+    /// their publication is due, so the last jobs before a quiet spell still reach
+    /// `query-stats` and the metrics endpoint.
+    fn wait_for_batch(&mut self) -> Option<Batch<S, V>> {
+        loop {
+            if self.local.jobs == 0 {
+                return self.rx.recv().ok();
+            }
+            let due = PUBLISH_EVERY.saturating_sub(self.last_publish.elapsed());
+            match self.rx.recv_timeout(due) {
+                Ok(batch) => return Some(batch),
+                Err(RecvTimeoutError::Timeout) => self.publish(),
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
     }
 
     fn run_batch(&mut self, mut batch: Batch<S, V>) {

@@ -43,7 +43,11 @@
 //! - `placement`: thread layout and pinning policy.
 //! - `wiring`: builds a server's parts (used by `server` and `internals`).
 //! - `registry`: the public command API.
-//! - `stats`: counters and latency histograms for `query-stats`.
+//! - `introspect`: `query-qmp-schema` ([`SchemaInfo`]) from the registry's recorded schemas.
+//! - `openrpc`: the `rpc.discover` document ([`OpenRpc`]) from the same schemas.
+//! - `stats`: counters and latency histograms for `query-stats` and the metrics endpoint.
+//! - `metrics`: the Prometheus / OpenMetrics endpoint (`--metrics tcp:HOST:PORT`), read at
+//!   scrape time from `stats`.
 //! - [`demo`]: the demo command set.
 //! - `internals` (feature `internals`): hot-path pieces for the benchmarks.
 
@@ -58,10 +62,13 @@ mod executor;
 mod framer;
 #[cfg(feature = "internals")]
 pub mod internals;
+mod introspect;
 mod job;
 mod jsonrpc;
 mod lane;
 mod listener;
+mod metrics;
+mod openrpc;
 mod parser;
 mod peek;
 mod placement;
@@ -76,6 +83,8 @@ pub use address::Address;
 pub use config::{Config, Limits};
 pub use error::Error;
 pub use framer::{Frame, Framer, MAX_DEPTH, Step};
+pub use introspect::SchemaInfo;
+pub use openrpc::{DISCOVER, OpenRpc};
 pub use registry::{
     CommandError, CommandInfo, Ctx, Empty, ErrorClass, Exec, Lane, NoArgs, Registry, VersionInfo,
     VersionTriple,

@@ -244,6 +244,7 @@ impl<S, V> ParserThread<S, V> {
         if let Some(conn) = self.conns.get_mut(key)
             && conn.session.id == done.conn
         {
+            self.worker.stats.threads[self.worker.thread].count_outcome(done.call.failure());
             conn.session.complete(&mut *done.call);
             self.activate(key);
         }
@@ -361,6 +362,8 @@ impl<S, V> ParserThread<S, V> {
     /// After a connection's turn: close it when it is done, note it if it waits for credit,
     /// and give it another turn if the fairness cap stopped its reading.
     fn settle(&mut self, key: usize) {
+        let paused = self.is_paused(key);
+        self.conns[key].track_pause(paused, &self.worker.stats.threads[self.worker.thread].paused);
         let conn = &self.conns[key];
         if conn.is_finished() || (self.drain_until.is_some() && self.is_answered(key)) {
             return self.close(key);
@@ -420,6 +423,7 @@ impl<S, V> ParserThread<S, V> {
     fn close(&mut self, key: usize) {
         let mut conn = self.conns.remove(key);
         let _ = conn.stream.deregister(self.poll.registry());
+        conn.track_pause(false, &self.worker.stats.threads[self.worker.thread].paused);
         bump(&self.worker.stats.threads[self.worker.thread].closed);
         tracing::debug!(thread = self.worker.thread, key, "connection closed");
     }

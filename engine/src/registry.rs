@@ -11,11 +11,14 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use simd_json::Node;
 
 use crate::call::{BoxedCall, TypedCall};
+use crate::introspect::{SchemaInfo, Schemas};
+use crate::openrpc::OpenRpc;
 use crate::peek::Peeker;
 use crate::stats::{Stats, StatsSnapshot};
 
@@ -118,16 +121,16 @@ impl fmt::Display for CommandError {
 
 /// Arguments of a command that takes none: accepts a missing or empty `arguments` object
 /// and rejects any member.
-#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoArgs {}
 
 /// The empty object `{}`, for commands with nothing to return.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, JsonSchema)]
 pub struct Empty {}
 
 /// One entry of `query-commands`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct CommandInfo {
     /// Command name.
     pub name: String,
@@ -137,7 +140,7 @@ pub struct CommandInfo {
 }
 
 /// The greeting's `version` object (kept in QEMU's shape because clients parse it).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct VersionInfo {
     /// `{"micro": .., "minor": .., "major": ..}`.
     pub qemu: VersionTriple,
@@ -146,7 +149,7 @@ pub struct VersionInfo {
 }
 
 /// A `major.minor.micro` version.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, JsonSchema)]
 pub struct VersionTriple {
     /// Micro.
     pub micro: u32,
@@ -184,6 +187,16 @@ impl<V> Ctx<'_, V> {
     pub fn version(&self) -> &VersionInfo {
         &self.info.version
     }
+
+    /// The `query-qmp-schema` list, generated from the registry when the server started.
+    pub fn qmp_schema(&self) -> &[SchemaInfo] {
+        &self.info.qmp_schema
+    }
+
+    /// The OpenRPC document `rpc.discover` returns, from the same registry.
+    pub fn openrpc(&self) -> &OpenRpc {
+        &self.info.openrpc
+    }
 }
 
 /// Facts about the running server that handlers may report.
@@ -191,6 +204,8 @@ impl<V> Ctx<'_, V> {
 pub(crate) struct ServerInfo {
     pub(crate) commands: Vec<CommandInfo>,
     pub(crate) version: VersionInfo,
+    pub(crate) qmp_schema: Vec<SchemaInfo>,
+    pub(crate) openrpc: OpenRpc,
 }
 
 impl ServerInfo {
@@ -198,8 +213,12 @@ impl ServerInfo {
         registry: &Registry<S, V>,
         package: String,
     ) -> Self {
+        let openrpc =
+            crate::openrpc::document(&registry.schemas, &package, env!("CARGO_PKG_VERSION"));
         ServerInfo {
             commands: registry.command_infos(),
+            qmp_schema: crate::introspect::schema_info(&registry.schemas),
+            openrpc,
             version: VersionInfo { qemu: VersionTriple { micro: 0, minor: 1, major: 0 }, package },
         }
     }
@@ -284,7 +303,8 @@ pub(crate) type ShutdownHook<V> = Box<dyn Fn(&V) + Send + Sync>;
 /// A registered command, types erased.
 pub(crate) struct Command<S, V> {
     pub(crate) lane: Lane,
-    /// Registration order: indexes per-command tables such as each thread's call pool.
+    /// Registration order: indexes per-command tables (each thread's call pool, the
+    /// per-command counters in `stats`).
     pub(crate) index: usize,
     /// Builds the in-band call (also used for allow-oob commands sent with `execute`).
     pub(crate) prepare: Prepare<S, V>,
@@ -309,15 +329,16 @@ pub(crate) struct Command<S, V> {
 /// use std::sync::atomic::{AtomicI64, Ordering};
 ///
 /// use engine::{CommandError, NoArgs, Registry};
+/// use schemars::JsonSchema;
 /// use serde::{Deserialize, Serialize};
 ///
-/// #[derive(Deserialize)]
+/// #[derive(Deserialize, JsonSchema)]
 /// #[serde(deny_unknown_fields)]
 /// struct AddArgs {
 ///     delta: i64,
 /// }
 ///
-/// #[derive(Serialize)]
+/// #[derive(Serialize, JsonSchema)]
 /// struct Value {
 ///     value: i64,
 /// }
@@ -341,6 +362,8 @@ pub struct Registry<S, V> {
     pub(crate) shared: Arc<V>,
     pub(crate) commands: HashMap<String, Command<S, V>>,
     pub(crate) on_shutdown: Option<ShutdownHook<V>>,
+    /// Argument, result and event types, for `query-qmp-schema` and `rpc.discover`.
+    pub(crate) schemas: Schemas,
 }
 
 impl<S, V> fmt::Debug for Registry<S, V> {
@@ -354,35 +377,48 @@ impl<S, V> fmt::Debug for Registry<S, V> {
 impl<S: Send + 'static, V: Send + Sync + 'static> Registry<S, V> {
     /// A registry with no commands yet.
     pub fn new(state: S, shared: Arc<V>) -> Self {
-        Registry { state, shared, commands: HashMap::new(), on_shutdown: None }
+        Registry {
+            state,
+            shared,
+            commands: HashMap::new(),
+            on_shutdown: None,
+            schemas: Schemas::default(),
+        }
     }
 
     /// Registers an in-band command: `handler` runs on the executor, in total order.
+    ///
+    /// `A` and `R` also derive `schemars::JsonSchema`: their schemas are recorded here, and
+    /// `query-qmp-schema` ([`Ctx::qmp_schema`]) and `rpc.discover` ([`Ctx::openrpc`])
+    /// describe the command from them.
     ///
     /// # Panics
     /// If a command of that name is already registered.
     pub fn inband<A, R, F>(&mut self, name: &str, handler: F) -> &mut Self
     where
-        A: DeserializeOwned + Send + 'static,
-        R: Serialize + Send + 'static,
+        A: DeserializeOwned + JsonSchema + Send + 'static,
+        R: Serialize + JsonSchema + Send + 'static,
         F: Fn(&mut Exec<'_, S, V>, A) -> Result<R, CommandError> + Send + Sync + 'static,
     {
+        self.schemas.command::<A, R>(name, false);
         let prepare = self.prepare_with::<A, R, F>(Arc::new(handler));
         self.add(name, Lane::InBand, prepare, None)
     }
 
     /// Registers an allow-oob command: with `exec-oob`, `handler` runs on the parser thread
     /// that read it, at once; with `execute`, on the executor in order. It sees only the
-    /// shared view, so it must never block.
+    /// shared view, so it must never block. `A` and `R` derive `schemars::JsonSchema`, as for
+    /// [`Registry::inband`]; introspection marks the command `allow-oob`.
     ///
     /// # Panics
     /// If a command of that name is already registered.
     pub fn allow_oob<A, R, F>(&mut self, name: &str, handler: F) -> &mut Self
     where
-        A: DeserializeOwned + Send + 'static,
-        R: Serialize + Send + 'static,
+        A: DeserializeOwned + JsonSchema + Send + 'static,
+        R: Serialize + JsonSchema + Send + 'static,
         F: Fn(&Ctx<'_, V>, A) -> Result<R, CommandError> + Send + Sync + 'static,
     {
+        self.schemas.command::<A, R>(name, true);
         let handler = Arc::new(handler);
         let inband = Arc::clone(&handler);
         let prepare =
@@ -412,6 +448,20 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Registry<S, V> {
         })
     }
 
+    /// Declares an event the server may emit and the type of its `data`, so that
+    /// `query-qmp-schema` lists it (`meta-type` `event`, `arg-type` describing `T`). Emitting
+    /// is unchanged ([`Exec::emit_event`], [`ServerHandle::emit_event`](crate::ServerHandle));
+    /// an undeclared event can still be sent, it is just not advertised.
+    ///
+    /// # Panics
+    /// If an event of that name is already declared.
+    pub fn event<T: JsonSchema>(&mut self, name: &str) -> &mut Self {
+        let declared = self.schemas.events.iter().any(|e| e.name == name);
+        assert!(!declared, "event '{name}' declared twice");
+        self.schemas.event::<T>(name);
+        self
+    }
+
     /// Called (from the thread that starts shutdown) before the server drains, e.g. to release
     /// a handler that blocks the executor so that draining can finish.
     pub fn on_shutdown(&mut self, hook: impl Fn(&V) + Send + Sync + 'static) -> &mut Self {
@@ -431,6 +481,15 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Registry<S, V> {
         let index = self.commands.len();
         self.commands.insert(name.to_owned(), Command { lane, index, prepare, run_oob });
         self
+    }
+
+    /// Command names in registration order (each command's `index`).
+    pub(crate) fn metric_names(&self) -> Vec<String> {
+        let mut names = vec![String::new(); self.commands.len()];
+        for (name, command) in &self.commands {
+            names[command.index].clone_from(name);
+        }
+        names
     }
 
     /// `query-commands` material: every command, sorted, with `qmp_capabilities`.

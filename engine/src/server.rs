@@ -19,6 +19,7 @@ use crate::conn::Dialect;
 use crate::executor::Executor;
 use crate::job::{Controller, Work};
 use crate::listener::{self, ListenSocket, Listener};
+use crate::metrics::MetricsEndpoint;
 use crate::parser::{ExitNotice, ParserThread};
 use crate::placement::Layout;
 use crate::registry::{Event, Registry, ShutdownHook};
@@ -90,6 +91,9 @@ impl Server {
         let wiring = Wiring::new(registry, layout.threads(), config.limits, config.package.clone())
             .map_err(Error::Start)?;
         let Wiring { parsers, executor, controller, stats, shared, on_shutdown } = wiring;
+        let metrics =
+            config.metrics.as_ref().map(|a| MetricsEndpoint::start(a, Arc::clone(&stats)));
+        let metrics = metrics.transpose()?;
         let listeners = std::mem::take(&mut bound.per_thread);
         let mut threads = spawn_parsers(parsers, listeners, &layout, &config, &controller)?;
         threads.push(spawn_executor(executor, &layout, &config)?);
@@ -101,6 +105,7 @@ impl Server {
             control: control_fn(controller, shared, on_shutdown),
             stats,
             threads,
+            metrics,
         })
     }
 }
@@ -290,6 +295,8 @@ pub struct ServerHandle {
     control: ControlFn,
     stats: Arc<Stats>,
     threads: Vec<JoinHandle<()>>,
+    /// Stopped when the handle drops, after the server threads.
+    metrics: Option<MetricsEndpoint>,
 }
 
 impl std::fmt::Debug for ServerHandle {
@@ -310,6 +317,12 @@ impl ServerHandle {
     /// Bound JSON-RPC addresses.
     pub fn jsonrpc_addrs(&self) -> &[Address] {
         &self.jsonrpc
+    }
+
+    /// The bound Prometheus endpoint ([`Config::metrics`]), with the actual port where port 0
+    /// was asked.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsEndpoint::addr)
     }
 
     /// Sends an event to every negotiated session, in order with in-band commands.

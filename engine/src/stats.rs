@@ -1,6 +1,11 @@
 //! Server statistics for `query-stats`: per-parser-thread counters (each written by its own
 //! thread only, on its own cache line) and executor latency histograms that the executor
 //! publishes every [`PUBLISH_EVERY`] under a `parking_lot` mutex, never per request.
+//!
+//! The Prometheus endpoint (`metrics.rs`) reads the same counters at scrape time. The
+//! per-command, per-dialect, per-error-class counters and the OOB latency buckets exist for
+//! it; each is bumped once at its site on the request path, single writer, no lock, no
+//! allocation.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -8,11 +13,33 @@ use std::time::{Duration, Instant};
 use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
+use schemars::JsonSchema;
 use serde::Serialize;
+
+use crate::conn::Dialect;
+use crate::registry::ErrorClass;
 
 /// How often the executor folds its private histograms into the published ones: often enough
 /// for a dashboard, rare enough that the merge never shows in the job rate.
 pub(crate) const PUBLISH_EVERY: Duration = Duration::from_millis(50);
+
+/// Dialect label values, in counter index order (`Dialect::Qmp` first).
+pub(crate) const DIALECTS: [&str; 2] = ["qmp", "jsonrpc"];
+
+/// Lane label values, in counter index order.
+pub(crate) const LANES: [&str; 2] = ["inband", "oob"];
+
+/// Error classes counted, in counter index order ([`class_index`]).
+pub(crate) const ERROR_CLASSES: [ErrorClass; 2] =
+    [ErrorClass::GenericError, ErrorClass::CommandNotFound];
+
+/// Upper bounds, in seconds, of the latency buckets exported to Prometheus: 1 µs to 10 s in
+/// 1-2.5-5 steps, which spans an OOB `ping` (a few µs) to a stalled executor (seconds) with
+/// a resolution that still tells a p99 of 50 µs from one of 250 µs.
+pub(crate) const LATENCY_BUCKETS: [f64; 22] = [
+    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2,
+    5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// Counters of one parser thread. Single writer, so increments are plain load + store.
 #[derive(Debug, Default)]
@@ -24,6 +51,76 @@ pub(crate) struct ThreadStats {
     pub(crate) errors: AtomicU64,
     pub(crate) bad_input: AtomicU64,
     pub(crate) parked: AtomicU64,
+    /// Requests routed to a registered command, by dialect, lane asked for and command:
+    /// index `(dialect * LANES.len() + lane) * commands + command`. Empty when the server
+    /// was built without command names (benchmarks).
+    pub(crate) routed: Box<[AtomicU64]>,
+    /// Error replies by class ([`ERROR_CLASSES`] order), from any stage.
+    pub(crate) error_classes: [AtomicU64; ERROR_CLASSES.len()],
+    /// Connections of this thread whose reading is paused by the byte budget now (a gauge).
+    pub(crate) paused: AtomicU64,
+    /// OOB service time: argument decoding, handler and reply encoding on this thread.
+    pub(crate) oob_latency: LatencyBuckets,
+}
+
+impl ThreadStats {
+    fn with_commands(commands: usize) -> ThreadStats {
+        let routed = (0..DIALECTS.len() * LANES.len() * commands).map(|_| AtomicU64::new(0));
+        ThreadStats { routed: routed.collect(), ..ThreadStats::default() }
+    }
+
+    /// Counts a request routed to command number `command` (its registration order).
+    pub(crate) fn count_routed(&self, dialect: Dialect, oob: bool, command: usize) {
+        let commands = self.routed.len() / (DIALECTS.len() * LANES.len());
+        let dialect = match dialect {
+            Dialect::Qmp => 0,
+            Dialect::JsonRpc => 1,
+        };
+        let index = (dialect * LANES.len() + usize::from(oob)) * commands + command;
+        if command < commands {
+            bump(&self.routed[index]);
+        }
+    }
+
+    /// Counts an error reply: the total and its class.
+    pub(crate) fn count_error(&self, class: ErrorClass) {
+        bump(&self.errors);
+        bump(&self.error_classes[class_index(class)]);
+    }
+
+    /// Counts an executed in-band command's outcome if it is an error.
+    /// An in-band outcome came back: counts it if it is an error (its class).
+    pub(crate) fn count_outcome(&self, failure: Option<ErrorClass>) {
+        if let Some(class) = failure {
+            self.count_error(class);
+        }
+    }
+}
+
+/// A command error class's index in [`ERROR_CLASSES`].
+fn class_index(class: ErrorClass) -> usize {
+    ERROR_CLASSES.iter().position(|&c| c == class).unwrap_or(0)
+}
+
+/// A fixed-bucket latency histogram ([`LATENCY_BUCKETS`] plus +Inf) written by one thread
+/// with plain load + store, read at scrape time.
+#[derive(Debug, Default)]
+pub(crate) struct LatencyBuckets {
+    /// Observations per bucket (not cumulative); the last is above every bound.
+    pub(crate) counts: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    pub(crate) sum_ns: AtomicU64,
+}
+
+impl LatencyBuckets {
+    /// Records one observation; only the owning thread calls this.
+    pub(crate) fn record(&self, time: Duration) {
+        let seconds = time.as_secs_f64();
+        let bucket = LATENCY_BUCKETS.iter().position(|&b| seconds <= b);
+        bump(&self.counts[bucket.unwrap_or(LATENCY_BUCKETS.len())]);
+        let ns = u64::try_from(time.as_nanos()).unwrap_or(u64::MAX);
+        let sum = &self.sum_ns;
+        sum.store(sum.load(Ordering::Relaxed).saturating_add(ns), Ordering::Relaxed);
+    }
 }
 
 /// Adds one to a counter that only the calling thread writes.
@@ -35,6 +132,9 @@ pub(crate) fn bump(counter: &AtomicU64) {
 #[derive(Debug)]
 pub(crate) struct ExecutorHistograms {
     pub(crate) jobs: u64,
+    /// Exact sums of the recorded waits and service times, in ns (the histograms round).
+    pub(crate) wait_sum_ns: u64,
+    pub(crate) service_sum_ns: u64,
     /// Time a job spent queued (parser thread enqueue to executor start).
     pub(crate) wait: Histogram<u64>,
     /// Time the handler ran.
@@ -49,12 +149,20 @@ impl ExecutorHistograms {
             h.auto(true);
             h
         };
-        ExecutorHistograms { jobs: 0, wait: hist(), service: hist() }
+        ExecutorHistograms {
+            jobs: 0,
+            wait_sum_ns: 0,
+            service_sum_ns: 0,
+            wait: hist(),
+            service: hist(),
+        }
     }
 
     pub(crate) fn record(&mut self, wait: Duration, service: Duration) {
         self.jobs += 1;
         let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1);
+        self.wait_sum_ns = self.wait_sum_ns.saturating_add(ns(wait));
+        self.service_sum_ns = self.service_sum_ns.saturating_add(ns(service));
         self.wait.saturating_record(ns(wait));
         self.service.saturating_record(ns(service));
     }
@@ -62,10 +170,14 @@ impl ExecutorHistograms {
     /// Moves this histogram's contents into `into`.
     pub(crate) fn drain_into(&mut self, into: &mut ExecutorHistograms) {
         into.jobs += self.jobs;
+        into.wait_sum_ns = into.wait_sum_ns.saturating_add(self.wait_sum_ns);
+        into.service_sum_ns = into.service_sum_ns.saturating_add(self.service_sum_ns);
         // Both auto-resize, so adding cannot fail on range.
         let _ = into.wait.add(&self.wait);
         let _ = into.service.add(&self.service);
         self.jobs = 0;
+        self.wait_sum_ns = 0;
+        self.service_sum_ns = 0;
         self.wait.reset();
         self.service.reset();
     }
@@ -82,17 +194,27 @@ pub struct Stats {
     /// probe see a stuck executor (and tests see that a `stall` has begun).
     busy_since: AtomicU64,
     pub(crate) executor: Mutex<ExecutorHistograms>,
+    /// Command names by registration order, for the per-command counters' labels.
+    pub(crate) commands: Box<[String]>,
 }
 
 impl Stats {
-    pub(crate) fn new(threads: usize) -> Stats {
+    /// Statistics that also count requests per command, `commands` in registration order.
+    pub(crate) fn with_commands(threads: usize, commands: Vec<String>) -> Stats {
+        let per_thread = |_| CachePadded::new(ThreadStats::with_commands(commands.len()));
         Stats {
             started: Instant::now(),
-            threads: (0..threads).map(|_| CachePadded::new(ThreadStats::default())).collect(),
+            threads: (0..threads).map(per_thread).collect(),
             queue_depth: AtomicUsize::new(0),
             busy_since: AtomicU64::new(0),
             executor: Mutex::new(ExecutorHistograms::new()),
+            commands: commands.into(),
         }
+    }
+
+    /// Sums one counter over the parser threads.
+    pub(crate) fn sum(&self, counter: impl Fn(&ThreadStats) -> &AtomicU64) -> u64 {
+        self.threads.iter().map(|t| counter(t).load(Ordering::Relaxed)).sum()
     }
 
     /// Executor side: a job starts (`Some(now)`) or ends (`None`).
@@ -143,7 +265,7 @@ impl Stats {
 }
 
 /// The `query-stats` reply.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct StatsSnapshot {
     /// Milliseconds since start.
@@ -161,7 +283,7 @@ pub struct StatsSnapshot {
 }
 
 /// Connection counts.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct Connections {
     /// Accepted since start.
     pub accepted: u64,
@@ -170,7 +292,7 @@ pub struct Connections {
 }
 
 /// Request counts since start.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct Requests {
     /// Run out-of-band on a parser thread.
@@ -184,7 +306,7 @@ pub struct Requests {
 }
 
 /// Executor queue state.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct Queue {
     /// Jobs waiting in the executor queue.
     pub depth: usize,
@@ -193,7 +315,7 @@ pub struct Queue {
 }
 
 /// Executor latency summary.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct ExecutorSnapshot {
     /// How long the job running now has run, in microseconds; `null` when idle.
@@ -207,7 +329,7 @@ pub struct ExecutorSnapshot {
 }
 
 /// Percentiles in microseconds.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct Percentiles {
     /// Median.
     pub p50: f64,

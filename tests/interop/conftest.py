@@ -22,7 +22,7 @@ ENGINE_BIN = os.environ.get("ENGINE_BIN", os.path.join(ROOT, "target", "debug", 
 STARTUP_TIMEOUT = 10.0
 STOP_TIMEOUT = 15.0  # > the engine's default --drain-timeout (5 s)
 
-LISTEN_RE = re.compile(r"^(QMP|JSON-RPC) listening on (tcp|unix):(.*)$")
+LISTEN_RE = re.compile(r"^(QMP|JSON-RPC|metrics) listening on (tcp|unix):(.*)$")
 
 
 def free_port():
@@ -47,19 +47,22 @@ class Engine:
     (one entry per transport; tests here use at most one listener per transport).
     """
 
-    def __init__(self, qmp=(), jsonrpc=(), workdir=None, extra_args=()):
+    def __init__(self, qmp=(), jsonrpc=(), workdir=None, extra_args=(), metrics=False):
         self.workdir = workdir or tempfile.mkdtemp(prefix="eng-")
         self.argv = [ENGINE_BIN, "--threads", "2", "--no-pin"]
         for a in qmp:
             self.argv += ["--qmp", a]
         for a in jsonrpc:
             self.argv += ["--jsonrpc", a]
+        if metrics:
+            self.argv += ["--metrics", "tcp:127.0.0.1:0"]
         self.argv += list(extra_args)
         self.stderr_path = os.path.join(self.workdir, "engine-%d.stderr" % time.monotonic_ns())
         self.qmp = {}
         self.jsonrpc = {}
         self.qmp_uri = {}
         self.jsonrpc_uri = {}
+        self.metrics = None  # (host, port) of the Prometheus endpoint, with metrics=True
         self.returncode = None
         if not os.access(ENGINE_BIN, os.X_OK):
             pytest.fail("engine binary not found at %s (run `cargo build -p engine`)" % ENGINE_BIN)
@@ -69,7 +72,7 @@ class Engine:
             env={**os.environ, "NO_COLOR": "1"},
         )
         try:
-            self._read_addresses(len(qmp) + len(jsonrpc))
+            self._read_addresses(len(qmp) + len(jsonrpc) + int(bool(metrics)))
         except BaseException:
             self.kill()
             raise
@@ -99,6 +102,9 @@ class Engine:
             m = LISTEN_RE.match(line)
             assert m, "unexpected engine stdout line %r" % line
             dialect, kind, rest = m.groups()
+            if dialect == "metrics":
+                self.metrics = parse_address(kind, rest)
+                continue
             table, uris = (self.qmp, self.qmp_uri) if dialect == "QMP" else (self.jsonrpc, self.jsonrpc_uri)
             table[kind] = parse_address(kind, rest)
             uris[kind] = "%s:%s" % (kind, rest)

@@ -22,7 +22,10 @@ use tokio::sync::{mpsc, oneshot};
 type Job = (String, Value, oneshot::Sender<Value>);
 
 #[tokio::main]
-#[allow(clippy::print_stdout, reason = "the listening address on stdout is the interface scripts read")]
+#[allow(
+    clippy::print_stdout,
+    reason = "the listening address on stdout is the interface scripts read"
+)]
 async fn main() -> std::io::Result<()> {
     let addr = std::env::args().nth(1).unwrap_or_else(|| "tcp:127.0.0.1:4445".into());
     let addr = addr.strip_prefix("tcp:").unwrap_or(&addr).to_owned();

@@ -11,12 +11,13 @@ use engine::{Address, Config, Limits, Server};
 /// Thread-per-core QMP command dispatcher with an out-of-band lane.
 ///
 /// Serves the demo command set: in-band `work`, `counter-add`, `stall`, `emit-event`,
-/// `query-version`, `query-commands`, `quit`; allow-oob `ping`, `query-counter`,
-/// `release`, `query-stats`.
+/// `query-version`, `query-commands`, `query-qmp-schema`, `rpc.discover`, `quit`; allow-oob
+/// `ping`, `query-counter`, `release`, `query-stats`.
 ///
 /// Examples:
 ///   engine                                   # QMP on tcp:127.0.0.1:4444
 ///   engine --qmp tcp:127.0.0.1:0 --qmp unix:/tmp/engine.sock --threads 2
+///   engine --metrics tcp:127.0.0.1:9464         # Prometheus scrapes http://127.0.0.1:9464/metrics
 ///   RUST_LOG=engine=debug engine --no-pin
 ///
 /// Exits 0 after SIGINT, SIGTERM or `quit`, once every request already read is answered.
@@ -79,6 +80,11 @@ struct Cli {
     /// Seconds graceful shutdown waits for clients to take their last replies.
     #[arg(long, value_name = "SECS", default_value_t = 5)]
     drain_timeout: u64,
+
+    /// Serve Prometheus metrics (OpenMetrics text, `GET /metrics`) over HTTP on
+    /// `tcp:HOST:PORT` (port 0 picks a free port). Off by default.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<Address>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -104,6 +110,7 @@ fn main() -> anyhow::Result<()> {
             queue_capacity: cli.queue,
             drain_timeout: Duration::from_secs(cli.drain_timeout),
         },
+        metrics: cli.metrics,
         ..Config::default()
     };
     let server = Server::start(config, engine::demo::registry()).context("cannot start")?;
@@ -113,6 +120,9 @@ fn main() -> anyhow::Result<()> {
     }
     for addr in server.jsonrpc_addrs() {
         writeln!(stdout, "JSON-RPC listening on {addr}")?;
+    }
+    if let Some(addr) = server.metrics_addr() {
+        writeln!(stdout, "metrics listening on tcp:{addr}")?;
     }
     stdout.flush()?;
     drop(stdout);

@@ -6,8 +6,10 @@
 mod bad_input;
 mod flow;
 mod ids;
+mod introspection;
 mod jsonrpc;
 mod loadgen;
+mod metrics;
 mod oob;
 mod ordering;
 mod panics;
