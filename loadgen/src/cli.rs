@@ -34,6 +34,12 @@ Examples:
   # Failover across three remotes (shuffled, OVS-style backoff), errors expected:
   loadgen -r tcp:127.0.0.1:4444 -r tcp:127.0.0.1:4445 -r unix:/run/e.sock --expect-errors
 
+  # Where is the knee? Double from 2,000/s until p99 passes 5 ms or the rate is not met:
+  loadgen sweep --rate 2000 --p99-bound 5ms -d 5s --warmup 1s
+
+  # The server's cost per reply (CPU, context switches, RSS, fds) of a running server:
+  loadgen -r tcp:127.0.0.1:4444 --server-pid $(pidof engine)
+
   # Compare saved runs (ratios per percentile, one overlaid plot):
   loadgen compare results/2026-01-02-030405-a results/2026-01-02-031500-b
 
@@ -72,6 +78,43 @@ pub(crate) enum Command {
     Compare(CompareArgs),
     /// Measure only the loopback echo ceiling for the given connections, depth and lanes.
     Ceiling(Box<RunArgs>),
+    /// Run the same workload at a series of rates (--rates, or doubling from --rate until
+    /// the server saturates); each step is a normal run folder under --out, plus a knee
+    /// table (sweep.md, sweep.txt) and a latency-vs-throughput plot (sweep.svg/png).
+    Sweep(Box<SweepArgs>),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SweepArgs {
+    /// Total rates to run, e.g. 1000,2000,5000 (every one is run). Default: double from
+    /// --rate until saturated or --max-steps.
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub(crate) rates: Vec<f64>,
+    /// Most steps of a doubling sweep.
+    #[arg(long, default_value_t = loadgen::DEFAULT_MAX_STEPS)]
+    pub(crate) max_steps: usize,
+    /// A step is saturated when some lane's corrected p99 passes this...
+    #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
+    pub(crate) p99_bound: Duration,
+    /// ...or when the achieved rate falls below this share of the target.
+    #[arg(long, default_value_t = loadgen::DEFAULT_MIN_ACHIEVED)]
+    pub(crate) min_achieved: f64,
+    #[command(flatten)]
+    pub(crate) run: RunArgs,
+}
+
+impl SweepArgs {
+    pub(crate) fn plan(&self) -> loadgen::SweepPlan {
+        loadgen::SweepPlan {
+            rates: if self.rates.is_empty() {
+                loadgen::SweepRates::Doubling { start: self.run.rate, max_steps: self.max_steps }
+            } else {
+                loadgen::SweepRates::List(self.rates.clone())
+            },
+            p99_bound: self.p99_bound,
+            min_achieved: self.min_achieved,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

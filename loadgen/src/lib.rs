@@ -44,6 +44,8 @@
 //! - `report`: terminal table, `.hgrm`, `.hlog`, CSV renderings.
 //! - `output`: results directory layout and writing.
 //! - `plot`: latency-by-percentile plots (SVG, PNG).
+//! - `sweep`: the same workload at a series of rates; knee table and latency-vs-throughput
+//!   plot.
 //! - `compare`: side-by-side comparison of saved runs.
 //! - `ceiling`: loopback echo server and the ceiling measurement.
 
@@ -68,6 +70,7 @@ mod schedule;
 mod server_cost;
 mod stream;
 mod summary;
+mod sweep;
 mod timer;
 mod workload;
 
@@ -87,4 +90,7 @@ pub use report::{fmt_count, fmt_us};
 pub use run::{Run, run, run_with};
 pub use server_cost::ServerCost;
 pub use summary::{Checks, Percentiles, RemoteSummary, RowSummary, RunSummary, SpinUsed};
+pub use sweep::{
+    DEFAULT_MAX_STEPS, DEFAULT_MIN_ACHIEVED, Sweep, SweepPlan, SweepRates, SweepStep, sweep,
+};
 pub use workload::{Lane, default_lanes, parse_lane, parse_workload};
