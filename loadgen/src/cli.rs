@@ -40,6 +40,11 @@ Examples:
   # The server's cost per reply (CPU, context switches, RSS, fds) of a running server:
   loadgen -r tcp:127.0.0.1:4444 --server-pid $(pidof engine)
 
+  # Two processes (here or on two machines) with aligned schedules, then one merged report:
+  T=$(( $(date +%s) + 5 ))
+  loadgen -r tcp:10.0.0.1:4444 --start-at $T -o /tmp/a & loadgen -r tcp:10.0.0.1:4444 --start-at $T -o /tmp/b
+  loadgen merge /tmp/a /tmp/b -o /tmp/ab
+
   # Compare saved runs (ratios per percentile, one overlaid plot):
   loadgen compare results/2026-01-02-030405-a results/2026-01-02-031500-b
 
@@ -82,6 +87,20 @@ pub(crate) enum Command {
     /// the server saturates); each step is a normal run folder under --out, plus a knee
     /// table (sweep.md, sweep.txt) and a latency-vs-throughput plot (sweep.svg/png).
     Sweep(Box<SweepArgs>),
+    /// Add saved runs (e.g. several processes started with the same --start-at) into one
+    /// run folder: HdrHistogram addition of their saved histograms (exact, never averaged
+    /// percentiles), summed verification and connection counts, the usual report and plot.
+    Merge(MergeArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MergeArgs {
+    /// Run directories (each with summary.json, histograms.hlog and intervals.hlog).
+    #[arg(required = true, num_args = 2..)]
+    pub(crate) runs: Vec<PathBuf>,
+    /// Where to write the merged run [default: results/DATE-<label>-merged].
+    #[arg(short, long)]
+    pub(crate) out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -220,6 +239,13 @@ pub(crate) struct RunArgs {
     /// was used.
     #[arg(long, value_enum, default_value = "auto")]
     pub(crate) spin: SpinArg,
+    /// Wall-clock time zero of the schedules, RFC 3339 (2026-01-02T03:04:05Z) or unix
+    /// seconds: several loadgen processes (on one or several machines with synchronised
+    /// clocks) given the same time run aligned schedules, warm-ups and interval logs, for
+    /// `loadgen merge`. Connections are made first; if the time has passed, the run starts
+    /// at once (with a warning).
+    #[arg(long, value_name = "TIME", value_parser = |s: &str| loadgen::parse_start_at(s))]
+    pub(crate) start_at: Option<std::time::SystemTime>,
     /// Sample this server process from /proc during the measured window (after warm-up) and
     /// report its cost: CPU µs per reply (utime+stime from /proc/PID/stat), context
     /// switches per 1,000 replies (summed over /proc/PID/task/*/status), peak RSS (sampled
@@ -283,6 +309,7 @@ impl RunArgs {
                 _ => None,
             },
             server_pid: self.server_pid,
+            start_at: self.start_at,
             spin: match self.spin {
                 SpinArg::Auto => Spin::Auto,
                 SpinArg::On => Spin::On,

@@ -46,6 +46,7 @@
 //! - `plot`: latency-by-percentile plots (SVG, PNG).
 //! - `sweep`: the same workload at a series of rates; knee table and latency-vs-throughput
 //!   plot.
+//! - `merge`: several saved runs (processes, machines) added into one, histograms exactly.
 //! - `compare`: side-by-side comparison of saved runs.
 //! - `ceiling`: loopback echo server and the ceiling measurement.
 
@@ -59,6 +60,7 @@ mod error;
 mod framer;
 mod inflight;
 mod live;
+mod merge;
 mod output;
 mod plot;
 mod protocol;
@@ -78,11 +80,12 @@ pub use ceiling::{DEFAULT_CEILING_DEPTH, EchoServer, ceiling_config, measure as 
 pub use compare::{SavedRun, compare, load as load_run};
 pub use config::{
     AUTO_SPIN_MAX_CORES, Backoff, DEFAULT_CONNECTIONS, DEFAULT_RATE, Mode, Protocol, RunConfig,
-    Spin,
+    Spin, parse_start_at,
 };
 pub use engine::Address;
 pub use error::Error;
 pub use live::{LiveSnapshot, LiveStats, Phase};
+pub use merge::merge;
 pub use output::default_dir;
 pub use plot::Curve;
 pub use recorder::{LaneCounts, RemoteCounts, Verification};
