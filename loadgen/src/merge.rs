@@ -5,8 +5,11 @@
 //! (`histograms.hlog`: HdrHistogram addition, exact, never averaged percentiles) and their
 //! interval logs (`intervals.hlog`, aligned by each run's wall-clock start), and sums their
 //! request, verification and per-remote counters. The result is an ordinary [`Run`], written
-//! with the usual report, files and plot. The server cost is not merged (each process
-//! sampled the server on its own, so the samples overlap); the merged run has none.
+//! with the usual report, files and plot. Server cost: when the runs started at the same
+//! time (`--start-at`, within [`ALIGNED`]) and those that sampled the server sampled the
+//! same target, that process's CPU and switches over the common window are divided by all
+//! the runs' replies (two samplers of one server over one window measure the same CPU, so
+//! they are never added); otherwise the merged run has none.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -20,8 +23,12 @@ use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 
 use crate::recorder::histogram;
 use crate::run::row;
+use crate::server_cost::ServerCost;
 use crate::summary::{Percentiles, RemoteSummary, RowSummary, RunSummary};
 use crate::{Error, Run};
+
+/// Runs whose time zero differs by less than this count as aligned for the server cost.
+pub(crate) const ALIGNED: Duration = Duration::from_millis(100);
 
 /// One saved run's histogram log entry: tag, offset from the log's start, histogram.
 type Entry = (String, Duration, Duration, Histogram<u64>);
@@ -243,9 +250,37 @@ fn merged_summary(
         ceiling_rate: None,
         expect_errors,
         failures,
-        server: None,
+        server: merged_server(parts),
         ..first.clone()
     }
+}
+
+/// The server cost of aligned runs (see the module docs), divided by all their replies.
+fn merged_server(parts: &[Part]) -> Option<ServerCost> {
+    let (earliest, latest) =
+        (parts.iter().map(|p| p.started).min()?, parts.iter().map(|p| p.started).max()?);
+    let costs: Vec<&ServerCost> = parts.iter().filter_map(|p| p.summary.server.as_ref()).collect();
+    let first = *costs.first()?;
+    // Each embedded engine is its own server: those costs never describe one server.
+    if latest.duration_since(earliest).unwrap_or_default() >= ALIGNED
+        || !first.target.starts_with("pid ")
+        || costs.iter().any(|c| c.target != first.target)
+    {
+        return None;
+    }
+    let cost = costs.iter().copied().max_by(|a, b| a.window_s.total_cmp(&b.window_s))?;
+    let replies: u64 = parts.iter().map(|p| p.summary.total.corrected.count).sum();
+    let per = |x: f64| if replies == 0 { 0.0 } else { x / replies as f64 };
+    let switches = (cost.voluntary_switches + cost.nonvoluntary_switches) as f64;
+    Some(ServerCost {
+        target: format!("{} (sampled by {} of {} runs)", cost.target, costs.len(), parts.len()),
+        replies,
+        cpu_us_per_reply: per(cost.cpu_us),
+        switches_per_1k_replies: per(1000.0 * switches),
+        peak_rss_kib: costs.iter().map(|c| c.peak_rss_kib).max().unwrap_or(0),
+        peak_fds: costs.iter().map(|c| c.peak_fds).max().unwrap_or(0),
+        ..cost.clone()
+    })
 }
 
 fn add_counts(mut a: crate::LaneCounts, b: &crate::LaneCounts) -> crate::LaneCounts {

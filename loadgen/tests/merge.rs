@@ -89,8 +89,9 @@ fn two_processes_with_one_start_time_merge_exactly() {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
     let start_at = (now + 3).to_string();
     let (a, b, merged) = (fresh_dir("a"), fresh_dir("b"), fresh_dir("merged"));
-    let run = |out: &Path| {
-        loadgen(&[
+    let pid = std::process::id().to_string();
+    let run = |out: &Path, sample: bool| {
+        let mut args = vec![
             "-r",
             &remote,
             "--lane",
@@ -107,9 +108,14 @@ fn two_processes_with_one_start_time_merge_exactly() {
             &start_at,
             "-o",
             out.to_str().unwrap(),
-        ])
+        ];
+        if sample {
+            // The engine runs in this test process.
+            args.extend(["--server-pid", &pid]);
+        }
+        loadgen(&args)
     };
-    let (pa, pb) = (run(&a), run(&b));
+    let (pa, pb) = (run(&a, true), run(&b, false));
     let ((ca, ta), (cb, tb)) = (finish(pa), finish(pb));
     assert_eq!((ca, cb), (0, 0), "{ta}\n{tb}");
     let (sa, sb) = (summary(&a), summary(&b));
@@ -153,6 +159,15 @@ fn two_processes_with_one_start_time_merge_exactly() {
         }
     }
     assert_eq!(m["total"]["counts"]["sent"], 400);
+    // The one server's CPU over the common window, divided by both processes' replies.
+    let (server, sampled) = (&m["server"], &sa["server"]);
+    assert_eq!((server["replies"].as_u64(), sampled["replies"].as_u64()), (Some(400), Some(200)));
+    assert_eq!(server["cpu_us"], sampled["cpu_us"]);
+    assert_eq!(
+        server["cpu_us_per_reply"].as_f64().unwrap(),
+        sampled["cpu_us"].as_f64().unwrap() / 400.0
+    );
+    assert!(server["target"].as_str().unwrap().ends_with("(sampled by 1 of 2 runs)"), "{server}");
     assert_eq!(m["connections"], 4);
     assert_eq!(m["remotes"].as_array().unwrap().len(), 1, "one engine, one remote row");
     assert_eq!(m["remotes"][0]["counts"]["sessions"], 4);
