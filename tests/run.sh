@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Runs every test of the project: the documentation's link check, the Rust unit and
 # integration tests (in-process engines, real sockets, the engine binary), then the
-# interoperability tests with real third-party Python clients (qemu.qmp, qmp-shell, ovs) and
-# the differential check against QEMU's recorded replies (tests/interop/README.md). This is
-# the README's test command and what CI runs. Needs cargo and python3 (with venv); the Python packages go into .venv/.
+# interoperability tests with real third-party Python clients (qemu.qmp, qmp-shell, ovs),
+# loadgen against a real ovsdb-server Raft cluster, a real Prometheus scraping the engine,
+# and the differential check against QEMU's recorded replies (tests/interop/README.md).
+# This is the README's test command and what CI runs. Needs cargo and python3 (with venv);
+# the Python packages go into .venv/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +15,7 @@ python3 tests/check_links.py
 
 cargo test --workspace --locked
 
-cargo build -p engine --locked
+cargo build -p engine -p loadgen --locked
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi

@@ -34,6 +34,17 @@ Examples:
   # Failover across three remotes (shuffled, OVS-style backoff), errors expected:
   loadgen -r tcp:127.0.0.1:4444 -r tcp:127.0.0.1:4445 -r unix:/run/e.sock --expect-errors
 
+  # Where is the knee? Double from 2,000/s until p99 passes 5 ms or the rate is not met:
+  loadgen sweep --rate 2000 --p99-bound 5ms -d 5s --warmup 1s
+
+  # The server's cost per reply (CPU, context switches, RSS, fds) of a running server:
+  loadgen -r tcp:127.0.0.1:4444 --server-pid $(pidof engine)
+
+  # Two processes (here or on two machines) with aligned schedules, then one merged report:
+  T=$(( $(date +%s) + 5 ))
+  loadgen -r tcp:10.0.0.1:4444 --start-at $T -o /tmp/a & loadgen -r tcp:10.0.0.1:4444 --start-at $T -o /tmp/b
+  loadgen merge /tmp/a /tmp/b -o /tmp/ab
+
   # Compare saved runs (ratios per percentile, one overlaid plot):
   loadgen compare results/2026-01-02-030405-a results/2026-01-02-031500-b
 
@@ -72,6 +83,57 @@ pub(crate) enum Command {
     Compare(CompareArgs),
     /// Measure only the loopback echo ceiling for the given connections, depth and lanes.
     Ceiling(Box<RunArgs>),
+    /// Run the same workload at a series of rates (--rates, or doubling from --rate until
+    /// the server saturates); each step is a normal run folder under --out, plus a knee
+    /// table (sweep.md, sweep.txt) and a latency-vs-throughput plot (sweep.svg/png).
+    Sweep(Box<SweepArgs>),
+    /// Add saved runs (e.g. several processes started with the same --start-at) into one
+    /// run folder: HdrHistogram addition of their saved histograms (exact, never averaged
+    /// percentiles), summed verification and connection counts, the usual report and plot.
+    Merge(MergeArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MergeArgs {
+    /// Run directories (each with summary.json, histograms.hlog and intervals.hlog).
+    #[arg(required = true, num_args = 2..)]
+    pub(crate) runs: Vec<PathBuf>,
+    /// Where to write the merged run [default: results/DATE-<label>-merged].
+    #[arg(short, long)]
+    pub(crate) out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SweepArgs {
+    /// Total rates to run, e.g. 1000,2000,5000 (every one is run). Default: double from
+    /// --rate until saturated or --max-steps.
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub(crate) rates: Vec<f64>,
+    /// Most steps of a doubling sweep.
+    #[arg(long, default_value_t = loadgen::DEFAULT_MAX_STEPS)]
+    pub(crate) max_steps: usize,
+    /// A step is saturated when some lane's corrected p99 passes this...
+    #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
+    pub(crate) p99_bound: Duration,
+    /// ...or when the achieved rate falls below this share of the target.
+    #[arg(long, default_value_t = loadgen::DEFAULT_MIN_ACHIEVED)]
+    pub(crate) min_achieved: f64,
+    #[command(flatten)]
+    pub(crate) run: RunArgs,
+}
+
+impl SweepArgs {
+    pub(crate) fn plan(&self) -> loadgen::SweepPlan {
+        loadgen::SweepPlan {
+            rates: if self.rates.is_empty() {
+                loadgen::SweepRates::Doubling { start: self.run.rate, max_steps: self.max_steps }
+            } else {
+                loadgen::SweepRates::List(self.rates.clone())
+            },
+            p99_bound: self.p99_bound,
+            min_achieved: self.min_achieved,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -177,6 +239,13 @@ pub(crate) struct RunArgs {
     /// was used.
     #[arg(long, value_enum, default_value = "auto")]
     pub(crate) spin: SpinArg,
+    /// Wall-clock time zero of the schedules, RFC 3339 (2026-01-02T03:04:05Z) or unix
+    /// seconds: several loadgen processes (on one or several machines with synchronised
+    /// clocks) given the same time run aligned schedules, warm-ups and interval logs, for
+    /// `loadgen merge`. Connections are made first; if the time has passed, the run starts
+    /// at once (with a warning).
+    #[arg(long, value_name = "TIME", value_parser = |s: &str| loadgen::parse_start_at(s))]
+    pub(crate) start_at: Option<std::time::SystemTime>,
     /// Sample this server process from /proc during the measured window (after warm-up) and
     /// report its cost: CPU µs per reply (utime+stime from /proc/PID/stat), context
     /// switches per 1,000 replies (summed over /proc/PID/task/*/status), peak RSS (sampled
@@ -240,6 +309,7 @@ impl RunArgs {
                 _ => None,
             },
             server_pid: self.server_pid,
+            start_at: self.start_at,
             spin: match self.spin {
                 SpinArg::Auto => Spin::Auto,
                 SpinArg::On => Spin::On,

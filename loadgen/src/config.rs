@@ -142,10 +142,29 @@ pub struct RunConfig {
     pub server_pid: Option<u32>,
     /// Early-wake spin of the driver threads.
     pub spin: Spin,
+    /// Wall-clock time zero of the schedules (`--start-at`), so that several processes on
+    /// one or several machines run aligned schedules and interval logs; `None` starts as
+    /// soon as every connection is up.
+    #[serde(skip)]
+    pub start_at: Option<std::time::SystemTime>,
     /// Period of the interval log.
     pub interval: Duration,
     /// Free-form label for the results directory and reports.
     pub label: String,
+}
+
+/// Parses a `--start-at` time: RFC 3339 (`2026-01-02T03:04:05.5Z`) or unix seconds
+/// (`1767323045.5`).
+pub fn parse_start_at(text: &str) -> Result<std::time::SystemTime, Error> {
+    if let Ok(secs) = text.parse::<f64>()
+        && secs.is_finite()
+        && secs >= 0.0
+    {
+        return Ok(std::time::UNIX_EPOCH + Duration::from_secs_f64(secs));
+    }
+    humantime::parse_rfc3339_weak(text).map_err(|e| {
+        Error::Config(format!("--start-at {text}: not RFC 3339 or unix seconds ({e})"))
+    })
 }
 
 fn display_all<S: serde::Serializer>(remotes: &[Address], s: S) -> Result<S::Ok, S::Error> {
@@ -173,6 +192,7 @@ impl Default for RunConfig {
             verify_order: None,
             server_pid: None,
             spin: Spin::Auto,
+            start_at: None,
             interval: Duration::from_secs(1),
             label: String::from("run"),
         }
@@ -276,6 +296,14 @@ mod tests {
         assert_eq!(forced.order_check(), (true, "--verify-order"));
         let off = RunConfig { verify_order: Some(false), ..qmp };
         assert_eq!(off.order_check(), (false, "--no-verify-order"));
+    }
+
+    #[test]
+    fn start_at_takes_rfc3339_or_unix_seconds() {
+        let at = std::time::UNIX_EPOCH + Duration::from_millis(1_767_323_045_500);
+        assert_eq!(parse_start_at("2026-01-02T03:04:05.5Z").unwrap(), at);
+        assert_eq!(parse_start_at("1767323045.5").unwrap(), at);
+        assert!(parse_start_at("tomorrow").unwrap_err().to_string().contains("RFC 3339"));
     }
 
     #[test]

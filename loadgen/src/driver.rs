@@ -12,7 +12,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Barrier, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use mio::{Events, Poll, Token};
 use rand::SeedableRng;
@@ -44,15 +44,19 @@ const EVENTS_CAPACITY: usize = 1024;
 #[derive(Debug)]
 pub(crate) struct StartLine {
     barrier: Barrier,
-    zero: Mutex<Option<Instant>>,
+    /// Wall-clock time zero asked for (`--start-at`).
+    start_at: Option<SystemTime>,
+    /// Time zero, monotonic and wall clock, set by the barrier's leader.
+    zero: Mutex<Option<(Instant, SystemTime)>>,
     /// Set by a thread that hit a fatal error, so the others stop.
     abort: AtomicBool,
 }
 
 impl StartLine {
-    pub(crate) fn new(threads: usize) -> StartLine {
+    pub(crate) fn new(threads: usize, start_at: Option<SystemTime>) -> StartLine {
         StartLine {
             barrier: Barrier::new(threads),
+            start_at,
             zero: Mutex::new(None),
             abort: AtomicBool::new(false),
         }
@@ -63,13 +67,29 @@ impl StartLine {
         self.abort.load(Ordering::Relaxed)
     }
 
-    /// Waits for every thread, then returns the common time zero.
+    /// Waits for every thread, then returns the common time zero: now, or the `--start-at`
+    /// time if that is still ahead.
     pub(crate) fn meet(&self) -> Instant {
         if self.barrier.wait().is_leader() {
-            *self.zero.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+            let (now, wall) = (Instant::now(), SystemTime::now());
+            let zero = match self.start_at.map(|at| at.duration_since(wall)) {
+                Some(Ok(ahead)) => (now + ahead, wall + ahead),
+                Some(Err(e)) => {
+                    tracing::warn!(late = ?e.duration(), "--start-at has passed; starting now");
+                    (now, wall)
+                }
+                None => (now, wall),
+            };
+            *self.zero.lock().unwrap_or_else(|e| e.into_inner()) = Some(zero);
         }
         self.barrier.wait();
-        self.zero.lock().unwrap_or_else(|e| e.into_inner()).unwrap_or_else(Instant::now)
+        self.zero().0
+    }
+
+    /// Time zero (monotonic, wall clock) once met; now before that.
+    pub(crate) fn zero(&self) -> (Instant, SystemTime) {
+        let zero = *self.zero.lock().unwrap_or_else(|e| e.into_inner());
+        zero.unwrap_or_else(|| (Instant::now(), SystemTime::now()))
     }
 }
 

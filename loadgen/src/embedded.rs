@@ -4,7 +4,9 @@
 //! Started before the drivers and shut down (gracefully, joining its threads) when dropped
 //! after them. Not pinned: on a small machine loadgen's driver thread shares the cores with
 //! the engine's threads, and pinning would make them fight over the same cores instead of
-//! letting the scheduler balance.
+//! letting the scheduler balance. Its threads are named `engine-parser-N` and
+//! `engine-executor`, which is how the server-cost sampler (`server_cost`) counts the
+//! engine's CPU and context switches apart from loadgen's own threads in the same process.
 
 use engine::{Config, Server, ServerHandle};
 

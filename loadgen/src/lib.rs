@@ -44,6 +44,9 @@
 //! - `report`: terminal table, `.hgrm`, `.hlog`, CSV renderings.
 //! - `output`: results directory layout and writing.
 //! - `plot`: latency-by-percentile plots (SVG, PNG).
+//! - `sweep`: the same workload at a series of rates; knee table and latency-vs-throughput
+//!   plot.
+//! - `merge`: several saved runs (processes, machines) added into one, histograms exactly.
 //! - `compare`: side-by-side comparison of saved runs.
 //! - `ceiling`: loopback echo server and the ceiling measurement.
 
@@ -57,6 +60,7 @@ mod error;
 mod framer;
 mod inflight;
 mod live;
+mod merge;
 mod output;
 mod plot;
 mod protocol;
@@ -68,6 +72,7 @@ mod schedule;
 mod server_cost;
 mod stream;
 mod summary;
+mod sweep;
 mod timer;
 mod workload;
 
@@ -75,11 +80,12 @@ pub use ceiling::{DEFAULT_CEILING_DEPTH, EchoServer, ceiling_config, measure as 
 pub use compare::{SavedRun, compare, load as load_run};
 pub use config::{
     AUTO_SPIN_MAX_CORES, Backoff, DEFAULT_CONNECTIONS, DEFAULT_RATE, Mode, Protocol, RunConfig,
-    Spin,
+    Spin, parse_start_at,
 };
 pub use engine::Address;
 pub use error::Error;
 pub use live::{LiveSnapshot, LiveStats, Phase};
+pub use merge::merge;
 pub use output::default_dir;
 pub use plot::Curve;
 pub use recorder::{LaneCounts, RemoteCounts, Verification};
@@ -87,4 +93,7 @@ pub use report::{fmt_count, fmt_us};
 pub use run::{Run, run, run_with};
 pub use server_cost::ServerCost;
 pub use summary::{Checks, Percentiles, RemoteSummary, RowSummary, RunSummary, SpinUsed};
+pub use sweep::{
+    DEFAULT_MAX_STEPS, DEFAULT_MIN_ACHIEVED, Sweep, SweepPlan, SweepRates, SweepStep, sweep,
+};
 pub use workload::{Lane, default_lanes, parse_lane, parse_workload};

@@ -18,7 +18,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use loadgen::{LiveStats, Phase, Run, RunConfig};
 
-use crate::cli::{Cli, Command, CompareArgs, RunArgs};
+use crate::cli::{Cli, Command, CompareArgs, MergeArgs, RunArgs, SweepArgs};
 
 /// Progress bar refresh period.
 const TICK: Duration = Duration::from_millis(200);
@@ -36,6 +36,8 @@ fn main() -> ExitCode {
         None => main_run(&cli.run, false),
         Some(Command::Ceiling(args)) => main_run(args, true),
         Some(Command::Compare(args)) => main_compare(args),
+        Some(Command::Sweep(args)) => main_sweep(args),
+        Some(Command::Merge(args)) => main_merge(args),
     };
     match result {
         Ok(code) => code,
@@ -153,6 +155,36 @@ fn report(run: &Run, args: &RunArgs) -> anyhow::Result<()> {
     run.write_to(&dir).with_context(|| format!("saving results to {}", dir.display()))?;
     writeln!(std::io::stderr(), "results written to {}", dir.display())?;
     Ok(())
+}
+
+/// `loadgen sweep`.
+fn main_sweep(args: &SweepArgs) -> anyhow::Result<ExitCode> {
+    let cfg = args.run.to_config()?;
+    let out = args.run.out.clone().unwrap_or_else(|| {
+        loadgen::default_dir(&format!("{}-sweep", cfg.label), SystemTime::now())
+    });
+    let sweep = loadgen::sweep(&cfg, &args.plan(), &out, |step| {
+        let live = LiveStats::default();
+        let what = format!("{:.0}/s", step.rate);
+        with_live(step, &live, &what, || loadgen::run_with(step, &live))
+    })?;
+    write!(std::io::stdout().lock(), "{}", std::fs::read_to_string(out.join("sweep.txt"))?)?;
+    writeln!(std::io::stderr(), "sweep written to {}", out.display())?;
+    let passed = sweep.steps.iter().all(|s| s.summary.passed());
+    Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// `loadgen merge`.
+fn main_merge(args: &MergeArgs) -> anyhow::Result<ExitCode> {
+    let run = loadgen::merge(&args.runs)?;
+    write!(std::io::stdout().lock(), "{}", run.table())?;
+    let dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| loadgen::default_dir(&run.summary.label, SystemTime::now()));
+    run.write_to(&dir).with_context(|| format!("saving results to {}", dir.display()))?;
+    writeln!(std::io::stderr(), "merged run written to {}", dir.display())?;
+    Ok(if run.summary.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// `loadgen compare`.

@@ -3,7 +3,9 @@
 //! Layout (documented in the README; `compare` reads it back):
 //! `report.txt` (the terminal table), `summary.json` ([`RunSummary`]), `<lane>.hgrm` and
 //! `<lane>.service.hgrm` (HdrHistogram percentile distributions, ms), `intervals.hlog`
-//! (HdrHistogram interval log, tag = lane), `intervals.csv` (the same as a table),
+//! (HdrHistogram interval log, tag = lane), `histograms.hlog` (the full-resolution run
+//! histograms, tags `corrected.<lane>`, `service.<lane>`, `send_lag`, which `merge` adds
+//! exactly), `intervals.csv` (the same as a table),
 //! `percentiles.svg` / `percentiles.png` (the plot). Directories are never overwritten:
 //! results are dated records.
 //!
@@ -16,7 +18,7 @@ use std::time::SystemTime;
 use hdrhistogram::Histogram;
 
 use crate::plot::{Curve, write_plots};
-use crate::report::{hgrm, hlog, intervals_csv, table};
+use crate::report::{hgrm, histograms_log, hlog, intervals_csv, table};
 use crate::{Error, Run};
 
 /// `results/<YYYY-MM-DD>-<HHMMSS>-<label>` (UTC) under the current directory.
@@ -80,6 +82,9 @@ impl Run {
             put(&format!("{name}.service.hgrm"), hgrm(service).as_bytes())?;
         }
         let names: Vec<String> = self.lanes.iter().map(|(n, ..)| n.clone()).collect();
+        let window = std::time::Duration::from_secs_f64(self.summary.duration_s);
+        let all = histograms_log(&self.lanes, &self.lag, window, self.started);
+        put("histograms.hlog", &all)?;
         put("intervals.hlog", &hlog(&self.intervals, &names, self.interval, self.started))?;
         put("intervals.csv", intervals_csv(&self.intervals, &names, self.interval).as_bytes())?;
         let title = format!(

@@ -77,7 +77,6 @@ pub(crate) fn write_plots(
     draw(BitMapBackend::new(&png, SIZE).into_drawing_area(), curves, title).map_err(plot_err(&png))
 }
 
-/// Draws the chart on any backend.
 /// Registers the embedded font as plotters' "sans-serif", once per process.
 fn register_font() {
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -147,6 +146,120 @@ fn draw<DB: DrawingBackend>(
         .draw()
         .map_err(err)?;
     root.present().map_err(err)
+}
+
+/// One line of a sweep plot: a percentile of one lane against the achieved rate.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SweepSeries {
+    /// Legend text (`work p99`).
+    pub(crate) label: String,
+    /// Lane index: picks the colour.
+    pub(crate) lane: usize,
+    /// 0 = p50, 1 = p99, 2 = p99.9: picks the marker and line weight.
+    pub(crate) rank: usize,
+    /// `(achieved replies/s, latency µs)` per step.
+    pub(crate) points: Vec<(f64, f64)>,
+}
+
+/// Writes `stem.svg` and `stem.png` of a sweep: latency (log) against achieved rate, with a
+/// vertical line at the knee.
+pub(crate) fn write_sweep_plots(
+    series: &[SweepSeries],
+    knee: Option<f64>,
+    title: &str,
+    dir: &Path,
+    stem: &str,
+) -> Result<(), Error> {
+    let svg = dir.join(format!("{stem}.svg"));
+    let png = dir.join(format!("{stem}.png"));
+    let plot_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |why: String| Error::Plot { path, why }
+    };
+    register_font();
+    draw_sweep(SVGBackend::new(&svg, SIZE).into_drawing_area(), series, knee, title)
+        .map_err(plot_err(&svg))?;
+    draw_sweep(BitMapBackend::new(&png, SIZE).into_drawing_area(), series, knee, title)
+        .map_err(plot_err(&png))
+}
+
+fn draw_sweep<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    series: &[SweepSeries],
+    knee: Option<f64>,
+    title: &str,
+) -> Result<(), String> {
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    root.fill(&WHITE).map_err(err)?;
+    let all = series.iter().flat_map(|s| s.points.iter());
+    let x_max = all.clone().map(|p| p.0).fold(0.0f64, f64::max).max(1.0) * 1.08;
+    let y_lo = all.clone().map(|p| p.1).fold(f64::MAX, f64::min).clamp(0.01, 1e12) / 1.5;
+    let y_hi = (all.map(|p| p.1).fold(0.0f64, f64::max) * 1.5).max(y_lo * 10.0);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(16)
+        .margin_right(48)
+        .x_label_area_size(48)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0f64..x_max, (y_lo..y_hi).log_scale())
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| fmt_us(*y))
+        .x_desc("achieved throughput (replies/s)")
+        .y_desc("latency (corrected)")
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 17))
+        .light_line_style(WHITE.mix(0.0))
+        .bold_line_style(BLACK.mix(0.12))
+        .draw()
+        .map_err(err)?;
+    if let Some(x) = knee {
+        let style = BLACK.mix(0.5).stroke_width(1);
+        chart
+            .draw_series(LineSeries::new([(x, y_lo), (x, y_hi)], style))
+            .map_err(err)?
+            .label(format!("knee ({x:.0}/s)"))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
+    }
+    for s in series {
+        let color = PALETTE[s.lane % PALETTE.len()];
+        let style =
+            color.mix([0.55, 0.8, 1.0][s.rank.min(2)]).stroke_width([1, 2, 2][s.rank.min(2)]);
+        let rank = s.rank;
+        chart.draw_series(LineSeries::new(s.points.clone(), style)).map_err(err)?;
+        chart
+            .draw_series(s.points.iter().map(|&p| marker(p, rank, style)))
+            .map_err(err)?
+            .label(s.label.clone())
+            .legend(move |(x, y)| marker((x + 12, y), rank, style));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .label_font(("sans-serif", 15))
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)
+}
+
+/// The marker of a percentile: circle (p50), triangle (p99), cross (p99.9).
+fn marker<C, DB: DrawingBackend>(
+    at: C,
+    rank: usize,
+    style: ShapeStyle,
+) -> DynElement<'static, DB, C>
+where
+    C: Clone + 'static,
+{
+    match rank {
+        0 => Circle::new(at, 4, style).into_dyn(),
+        1 => TriangleMarker::new(at, 5, style.filled()).into_dyn(),
+        _ => Cross::new(at, 5, style.stroke_width(2)).into_dyn(),
+    }
 }
 
 /// x range end (whole nines covering the data) and y range (a little beyond the data).

@@ -55,7 +55,8 @@ pub struct LaneCounts {
 }
 
 impl LaneCounts {
-    fn add(&mut self, o: &LaneCounts) {
+    /// Adds another's counters.
+    pub(crate) fn add(&mut self, o: &LaneCounts) {
         self.sent += o.sent;
         self.ok += o.ok;
         self.errors += o.errors;
@@ -86,7 +87,8 @@ pub struct Verification {
 }
 
 impl Verification {
-    fn add(&mut self, o: &Verification) {
+    /// Adds another's findings.
+    pub(crate) fn add(&mut self, o: &Verification) {
         self.duplicates += o.duplicates;
         self.unknown_ids += o.unknown_ids;
         self.out_of_order += o.out_of_order;
@@ -118,7 +120,8 @@ pub struct RemoteCounts {
 }
 
 impl RemoteCounts {
-    fn add(&mut self, o: &RemoteCounts) {
+    /// Adds another's counters.
+    pub(crate) fn add(&mut self, o: &RemoteCounts) {
         self.attempts += o.attempts;
         self.sessions += o.sessions;
         self.reconnects += o.reconnects;

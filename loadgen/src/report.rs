@@ -308,6 +308,34 @@ pub(crate) fn hlog(
     out
 }
 
+/// The run's full-resolution histograms as one HdrHistogram log, for exact merging
+/// (`loadgen merge`): per lane `corrected.<lane>` and `service.<lane>`, then `send_lag`, each
+/// spanning the measured window.
+pub(crate) fn histograms_log(
+    lanes: &[(String, Histogram<u64>, Histogram<u64>)],
+    lag: &Histogram<u64>,
+    window: Duration,
+    start: std::time::SystemTime,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut serializer = V2DeflateSerializer::new();
+    let mut builder = IntervalLogWriterBuilder::new();
+    builder
+        .add_comment("loadgen run histograms: latency in nanoseconds, tag = kind.lane")
+        .with_start_time(start)
+        .with_base_time(start)
+        .with_max_value_divisor(1e6);
+    let Ok(mut log) = builder.begin_log_with(&mut out, &mut serializer) else { return Vec::new() };
+    for (name, corrected, service) in lanes {
+        for (kind, h) in [("corrected", corrected), ("service", service)] {
+            let tag = format!("{kind}.{name}");
+            let _ = log.write_histogram(h, Duration::ZERO, window, Tag::new(&tag));
+        }
+    }
+    let _ = log.write_histogram(lag, Duration::ZERO, window, Tag::new("send_lag"));
+    out
+}
+
 /// The interval log as CSV: one row per interval and lane.
 pub(crate) fn intervals_csv(
     intervals: &[(u32, usize, Histogram<u64>)],

@@ -30,6 +30,8 @@ pub struct Run {
     pub summary: RunSummary,
     /// Per lane: name, corrected and service histograms (ns).
     pub(crate) lanes: Vec<(String, Histogram<u64>, Histogram<u64>)>,
+    /// Actual − intended send time of every request (ns).
+    pub(crate) lag: Histogram<u64>,
     /// Interval log: (index, lane, corrected histogram).
     pub(crate) intervals: Vec<(u32, usize, Histogram<u64>)>,
     /// Interval period.
@@ -84,8 +86,7 @@ pub fn run_with(cfg: &RunConfig, live: &LiveStats) -> Result<Run, Error> {
         check_order: cfg.order_check().0,
         lane_names: cfg.lanes.iter().map(|l| l.name.clone()).collect(),
     };
-    let started = SystemTime::now();
-    let (merged, window) = drive_all(&cfg, &shared, &rates, live, target);
+    let (merged, window, started) = drive_all(&cfg, &shared, &rates, live, target);
     live.set_phase(Phase::Done);
     let mut run = build(&cfg, &rates, merged?, started);
     run.summary.spin = SpinUsed { spin, reason: spin_reason };
@@ -101,8 +102,8 @@ fn drive_all(
     rates: &[f64],
     live: &LiveStats,
     target: Option<Target>,
-) -> (Result<Recorder, Error>, Option<Window>) {
-    let start = StartLine::new(cfg.threads + usize::from(target.is_some()));
+) -> (Result<Recorder, Error>, Option<Window>, SystemTime) {
+    let start = StartLine::new(cfg.threads + usize::from(target.is_some()), cfg.start_at);
     let drivers = (0..cfg.threads)
         .map(|t| {
             Driver::new(cfg, sh, rates, (t..cfg.connections).step_by(cfg.threads).collect(), live)
@@ -110,7 +111,7 @@ fn drive_all(
         .collect::<Result<Vec<_>, _>>();
     let drivers = match drivers {
         Ok(drivers) => drivers,
-        Err(e) => return (Err(e), None),
+        Err(e) => return (Err(e), None, SystemTime::now()),
     };
     let (results, window): (Vec<Result<Recorder, Error>>, _) = thread::scope(|s| {
         let start = &start;
@@ -147,7 +148,7 @@ fn drive_all(
         };
         (results, window)
     });
-    (merge(results), window)
+    (merge(results), window, start.zero().1)
 }
 
 /// Merges the drivers' recorders; the first error wins.
@@ -261,13 +262,14 @@ fn build(cfg: &RunConfig, rates: &[f64], rec: Recorder, started: SystemTime) -> 
         spin: SpinUsed::default(),
     };
     let intervals = rec.merged_intervals();
+    let lag = rec.lag;
     let lanes = cfg
         .lanes
         .iter()
         .zip(rec.lanes)
         .map(|(l, r)| (l.name.clone(), r.corrected, r.service))
         .collect();
-    Run { summary, lanes, intervals, interval: cfg.interval, started }
+    Run { summary, lanes, lag, intervals, interval: cfg.interval, started }
 }
 
 /// A report row over several lanes.
@@ -302,8 +304,9 @@ fn merged_row(
     row(name, cmd, oob, open.then_some(rate), counts, &corrected, &service, secs)
 }
 
+/// One report row from its parts (also used by `merge`).
 #[allow(clippy::too_many_arguments, reason = "one row's fields, named at the call")]
-fn row(
+pub(crate) fn row(
     name: &str,
     cmd: &str,
     oob: bool,

@@ -449,3 +449,61 @@ fn the_report_says_whether_the_driver_spun() {
         );
     }
 }
+
+/// A unique, not yet existing directory under the system temp dir.
+fn fresh_dir(what: &str) -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("loadgen-it-{what}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[test]
+fn sweep_runs_each_rate_into_its_own_folder_and_finds_the_knee() {
+    let server = start_server();
+    let lanes = vec![
+        Lane::new("work", "work", Some(json!({"us": 10})), false),
+        Lane::new("ping", "ping", None, true),
+    ];
+    let cfg = RunConfig {
+        duration: Duration::from_millis(500),
+        ..short_config(vec![server.addr.clone()], lanes)
+    };
+    let out = fresh_dir("sweep");
+    let plan = loadgen::SweepPlan {
+        rates: loadgen::SweepRates::List(vec![200.0, 400.0]),
+        p99_bound: Duration::from_secs(1),
+        min_achieved: 0.95,
+    };
+    let sweep = loadgen::sweep(&cfg, &plan, &out, loadgen::run).expect("sweep");
+    assert_eq!(sweep.steps.len(), 2);
+    // 2 connections, two lanes of half the rate each: 100/s and 200/s per lane, 0.5 s.
+    let sent: Vec<u64> = sweep.steps.iter().map(|s| s.summary.total.counts.sent).collect();
+    assert_eq!(sent, vec![100, 200]);
+    assert!(sweep.steps.iter().all(|s| s.saturated.is_none() && s.summary.passed()));
+    assert_eq!(sweep.knee, None, "nothing saturated");
+    for file in ["step-00-200/summary.json", "step-01-400/work.hgrm", "sweep.md", "sweep.txt"] {
+        assert!(out.join(file).is_file(), "{file}");
+    }
+    assert!(out.join("sweep.png").is_file() && out.join("sweep.svg").is_file());
+    let md = std::fs::read_to_string(out.join("sweep.md")).unwrap();
+    assert!(md.contains("knee: not reached"), "{md}");
+
+    // A bound nothing can meet: the doubling sweep stops at its first, saturated, step.
+    let out2 = fresh_dir("sweep");
+    let plan = loadgen::SweepPlan {
+        rates: loadgen::SweepRates::Doubling { start: 200.0, max_steps: 4 },
+        p99_bound: Duration::from_nanos(1),
+        ..plan
+    };
+    let sweep = loadgen::sweep(&cfg, &plan, &out2, loadgen::run).expect("sweep");
+    assert_eq!((sweep.steps.len(), sweep.knee), (1, None));
+    assert!(sweep.steps[0].saturated.as_deref().unwrap().contains("p99"), "{:?}", sweep.steps[0]);
+    std::fs::remove_dir_all(&out).unwrap();
+    std::fs::remove_dir_all(&out2).unwrap();
+
+    let fixed = RunConfig { lanes: exact_lanes(), ..cfg };
+    let err = loadgen::sweep(&fixed, &plan, &fresh_dir("sweep"), loadgen::run).unwrap_err();
+    assert!(err.to_string().contains("fixed rate"), "{err}");
+}
