@@ -285,6 +285,64 @@ impl Drop for Pipeline {
     }
 }
 
+/// The sessions a [`Pipeline`] can serve (fuzzing drives all three through one pipeline).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionKind {
+    /// QMP before `qmp_capabilities`.
+    QmpNegotiating,
+    /// QMP with `oob` negotiated (what [`Pipeline::start`] serves).
+    QmpOob,
+    /// OVS JSON-RPC.
+    JsonRpc,
+}
+
+impl Pipeline {
+    /// Replaces the session (and its read buffer) with a fresh one of `kind`, as a new
+    /// connection would get, so one pipeline (one executor thread) serves many inputs.
+    pub fn restart_session(&mut self, kind: SessionKind) {
+        assert!(self.session.lane.is_idle(), "restart only between feeds");
+        let dialect = if kind == SessionKind::JsonRpc { Dialect::JsonRpc } else { Dialect::Qmp };
+        self.session = Session::new(ConnId { key: 0, serial: 0 }, dialect);
+        if kind == SessionKind::QmpOob {
+            self.session.mode = Mode::Commands { oob: true };
+        }
+        self.input = Input::new(self.worker.limits.max_message_bytes);
+    }
+
+    /// Like [`Pipeline::feed`], but appends the reply bytes to `out`. Stops reading after a
+    /// protocol error that closes the session, as the parser thread does.
+    pub fn feed_into(&mut self, mut bytes: &[u8], out: &mut Vec<u8>) {
+        while !bytes.is_empty() && !self.session.closing {
+            self.input.read_from(&mut bytes).expect("reading a slice cannot fail");
+            self.worker.handle_input(&mut self.input, &mut self.session);
+        }
+        let limit = self.worker.limits.max_inflight_per_conn;
+        while !self.session.lane.is_idle() {
+            self.session.lane.submit_parked(limit, &self.worker.jobs);
+            wait_for_inbox(&mut self.poll, &mut self.events, &self.mailboxes[0], &self.inbox);
+            while let Ok(Inbox::Reply { outcome, .. }) = self.inbox.try_recv() {
+                self.session.complete(&outcome);
+            }
+        }
+        out.extend_from_slice(&self.session.output.buf);
+        self.session.output.buf.clear();
+    }
+}
+
+impl Peek {
+    /// Whether the peek's parse (before any classification) accepts `msg[..len]` (followed
+    /// by [`PADDING`] bytes) as one JSON value without duplicate keys. Modifies `msg`.
+    pub fn accepts(&mut self, msg: &mut [u8], len: usize) -> bool {
+        match self.peeker.parse(msg, len) {
+            Ok(tape) => {
+                self.peeker.recycle(tape);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
