@@ -14,6 +14,7 @@ use crossbeam_channel::Receiver;
 use mio::{Events, Poll, Token};
 use slab::Slab;
 
+use crate::admission::Admission;
 use crate::conn::{Conn, Dialect, Stream};
 use crate::dispatch::Worker;
 use crate::job::{ConnId, Inbox, Job, Mailbox, Work};
@@ -56,6 +57,8 @@ pub(crate) struct ParserThread<S, V> {
     drain_until: Option<Instant>,
     /// The current event's encoding, reused.
     scratch: Vec<u8>,
+    /// Takes new connections: the connection cap and descriptor exhaustion.
+    admission: Admission,
 }
 
 impl<S, V> ParserThread<S, V> {
@@ -66,6 +69,7 @@ impl<S, V> ParserThread<S, V> {
         mailboxes: Arc<[Mailbox]>,
         worker: Worker<S, V>,
     ) -> io::Result<Self> {
+        let admission = Admission::new(worker.limits.max_connections);
         let mut thread = ParserThread {
             poll,
             listeners,
@@ -79,6 +83,7 @@ impl<S, V> ParserThread<S, V> {
             waiting_space: Vec::new(),
             drain_until: None,
             scratch: Vec::new(),
+            admission,
         };
         for (i, listener) in thread.listeners.iter_mut().enumerate() {
             listener.register(thread.poll.registry(), Token(LISTENER_BASE - i))?;
@@ -105,6 +110,7 @@ impl<S, V> ParserThread<S, V> {
             for event in events.iter() {
                 self.on_event(event);
             }
+            self.retry_accept();
             self.drain_inbox();
             self.retry_waiting_space();
             self.service_active();
@@ -118,7 +124,8 @@ impl<S, V> ParserThread<S, V> {
         if !self.active.is_empty() || !self.mailbox().try_sleep(&self.inbox) {
             return Some(Duration::ZERO);
         }
-        self.drain_until.map(|until| until.saturating_duration_since(Instant::now()))
+        let drain = self.drain_until.map(|until| until.saturating_duration_since(Instant::now()));
+        [drain, self.admission.retry_in()].into_iter().flatten().min()
     }
 
     fn on_event(&mut self, event: &mio::event::Event) {
@@ -151,17 +158,20 @@ impl<S, V> ParserThread<S, V> {
         if self.drain_until.is_some() {
             return;
         }
-        loop {
-            let listener = &self.listeners[index];
-            match listener.accept() {
-                Ok(stream) => self.add_conn(stream, listener.dialect),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // EMFILE and friends: keep serving the connections we have.
-                    tracing::warn!(error = %e, "accept failed");
-                    return;
-                }
+        let dialect = self.listeners[index].dialect;
+        while let Some(stream) =
+            self.admission.try_accept(&self.listeners[index], &self.worker.stats)
+        {
+            self.add_conn(stream, dialect);
+        }
+    }
+
+    /// After running out of descriptors, accepts on every listener again once the retry
+    /// timer is due: readiness is edge-triggered, so a waiting queue raises no new event.
+    fn retry_accept(&mut self) {
+        if self.admission.take_due_retry() {
+            for index in 0..self.listeners.len() {
+                self.accept(index);
             }
         }
     }

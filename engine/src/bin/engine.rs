@@ -68,6 +68,12 @@ struct Cli {
     /// Seconds graceful shutdown waits for clients to take their last replies.
     #[arg(long, value_name = "SECS", default_value_t = 5)]
     drain_timeout: u64,
+
+    /// Open connections past which a new one gets one error ("too many connections") and is
+    /// closed. Default: derived from the descriptor limit (which the engine raises to its
+    /// hard limit at start), leaving headroom for its own descriptors: 960 at 1024.
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    max_connections: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -91,6 +97,7 @@ fn main() -> anyhow::Result<()> {
             conn_budget_bytes: cli.conn_budget,
             queue_capacity: cli.queue,
             drain_timeout: Duration::from_secs(cli.drain_timeout),
+            max_connections: cli.max_connections,
         },
         ..Config::default()
     };
