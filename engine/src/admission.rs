@@ -143,7 +143,7 @@ pub(crate) struct Admission {
     reserve: Option<Spare>,
     /// Set while a listener may hold connections this thread could not accept.
     retry_at: Option<Instant>,
-    /// Refusals, encoded once per dialect per refusal, reused.
+    /// The refusal line being written (reused).
     scratch: Vec<u8>,
     refused_cap: Warning,
     refused_fds: Warning,
