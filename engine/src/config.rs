@@ -53,6 +53,11 @@ pub struct Limits {
     pub queue_capacity: usize,
     /// How long graceful shutdown waits for clients to take their last replies.
     pub drain_timeout: std::time::Duration,
+    /// Open connections (all listeners) past which a new one gets one error in its dialect
+    /// and is closed. 0 (the default): derived at start from the descriptor limit, which
+    /// `Server::start` first raises to its hard limit, leaving headroom (at least 64, or a
+    /// sixteenth) for the engine's own descriptors: 960 at a limit of 1024.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -63,6 +68,7 @@ impl Default for Limits {
             conn_budget_bytes: 4 << 20,
             queue_capacity: 16 * 1024,
             drain_timeout: std::time::Duration::from_secs(5),
+            max_connections: 0,
         }
     }
 }
@@ -99,6 +105,11 @@ impl Config {
         if self.qmp.is_empty() && self.jsonrpc.is_empty() {
             self.qmp.push(Self::DEFAULT_QMP.parse()?);
         }
+        let fd_limit = crate::admission::raise_fd_limit();
+        if self.limits.max_connections == 0 {
+            self.limits.max_connections = crate::admission::default_max_connections(fd_limit);
+        }
+        tracing::debug!(fd_limit, max_connections = self.limits.max_connections, "admission");
         let limits = &self.limits;
         if limits.max_message_bytes < 64 {
             return Err(Error::Config("max_message_bytes must be at least 64".into()));

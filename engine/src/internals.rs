@@ -197,6 +197,8 @@ pub struct Pipeline {
     harness: Harness<DemoState, DemoShared>,
     input: Input,
     session: Session<DemoState, DemoShared>,
+    /// Reused buffer for `feed`'s replies.
+    replies: Vec<u8>,
     /// Replies produced so far (tests only; benchmarks discard them).
     #[cfg(test)]
     collected: Vec<u8>,
@@ -217,6 +219,7 @@ impl Pipeline {
             harness: Harness::start(crate::demo::registry()),
             input: Input::new(Limits::default().max_message_bytes),
             session,
+            replies: Vec::new(),
             #[cfg(test)]
             collected: Vec::new(),
         }
@@ -224,8 +227,21 @@ impl Pipeline {
 
     /// Feeds `bytes` as if read from the socket, handles every message, waits for every
     /// in-band reply, and returns the reply bytes produced (then discards them).
-    pub fn feed(&mut self, mut bytes: &[u8]) -> usize {
-        while !bytes.is_empty() {
+    pub fn feed(&mut self, bytes: &[u8]) -> usize {
+        let mut out = std::mem::take(&mut self.replies);
+        out.clear();
+        self.feed_into(bytes, &mut out);
+        #[cfg(test)]
+        self.collected.extend_from_slice(&out);
+        let produced = out.len();
+        self.replies = out;
+        produced
+    }
+
+    /// Like [`Pipeline::feed`], but appends the reply bytes to `out`. Stops reading after a
+    /// protocol error that closes the session, as the parser thread does.
+    pub fn feed_into(&mut self, mut bytes: &[u8], out: &mut Vec<u8>) {
+        while !bytes.is_empty() && !self.session.closing {
             self.input.read_from(&mut bytes).expect("reading a slice cannot fail");
             self.harness.worker.handle_input(&mut self.input, &mut self.session);
         }
@@ -235,17 +251,53 @@ impl Pipeline {
             let session = &mut self.session;
             self.harness.round(|done| session.complete(&mut *done.call));
         }
-        let produced = self.session.output.pending();
-        #[cfg(test)]
-        self.collected.extend_from_slice(&self.session.output.buf);
+        out.extend_from_slice(&self.session.output.buf);
         self.session.output.buf.clear();
-        produced
     }
 
     /// Everything `feed` produced since the last call (tests only).
     #[cfg(test)]
     fn take_output(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.collected)
+    }
+}
+
+/// The sessions a [`Pipeline`] can serve (fuzzing drives all three through one pipeline).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionKind {
+    /// QMP before `qmp_capabilities`.
+    QmpNegotiating,
+    /// QMP with `oob` negotiated (what [`Pipeline::start`] serves).
+    QmpOob,
+    /// OVS JSON-RPC.
+    JsonRpc,
+}
+
+impl Pipeline {
+    /// Replaces the session (and its read buffer) with a fresh one of `kind`, as a new
+    /// connection would get, so one pipeline (one executor thread) serves many inputs.
+    pub fn restart_session(&mut self, kind: SessionKind) {
+        assert!(self.session.lane.is_idle(), "restart only between feeds");
+        let dialect = if kind == SessionKind::JsonRpc { Dialect::JsonRpc } else { Dialect::Qmp };
+        self.session = Session::new(ConnId { key: 0, serial: 0 }, dialect);
+        if kind == SessionKind::QmpOob {
+            self.session.mode = Mode::Commands { oob: true };
+        }
+        self.input = Input::new(self.harness.worker.limits.max_message_bytes);
+    }
+}
+
+impl Peek {
+    /// Whether the peek's parse (before any classification) accepts `msg[..len]` (followed
+    /// by [`PADDING`] bytes) as one JSON value without duplicate keys. Modifies `msg`.
+    pub fn accepts(&mut self, msg: &mut [u8], len: usize) -> bool {
+        match self.peeker.parse(msg, len) {
+            Ok(tape) => {
+                self.peeker.recycle(tape);
+                true
+            }
+            Err(_) => false,
+        }
     }
 }
 

@@ -28,6 +28,7 @@
 //! - `config`: [`Config`] and [`Limits`], plain data.
 //! - `server`: [`Server::start`], [`ServerHandle`], thread start-up and shutdown.
 //! - `listener`: per-thread listening sockets (`SO_REUSEPORT`).
+//! - `admission`: the connection cap, the descriptor limit, recovery from `EMFILE`.
 //! - `parser`: the parser thread's event loop.
 //! - `conn`: a connection's socket, read buffer and write buffer.
 //! - [`framer`](Framer): splits the byte stream into JSON values (clients use it too).
@@ -52,6 +53,7 @@
 //! - `internals` (feature `internals`): hot-path pieces for the benchmarks.
 
 mod address;
+mod admission;
 mod call;
 mod config;
 mod conn;

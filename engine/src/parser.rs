@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Poll, Token};
 use slab::Slab;
 
+use crate::admission::Admission;
 use crate::conn::{Conn, Dialect, Stream};
 use crate::dispatch::Worker;
 use crate::job::{Arrival, ConnId, Controller, Done, Exchange, Flushed, Mailbox, Work};
@@ -60,6 +61,8 @@ pub(crate) struct ParserThread<S, V> {
     /// How long to wait for the outcomes of in-flight jobs by polling before sleeping (zero
     /// unless this thread has a core of its own).
     spin: Duration,
+    /// Takes new connections: the connection cap and descriptor exhaustion.
+    admission: Admission,
 }
 
 impl<S, V> ParserThread<S, V> {
@@ -68,6 +71,7 @@ impl<S, V> ParserThread<S, V> {
         listeners: Vec<Listener>,
         worker: Worker<S, V>,
     ) -> io::Result<Self> {
+        let admission = Admission::new(worker.limits.max_connections);
         let mut thread = ParserThread {
             poll,
             listeners,
@@ -81,6 +85,7 @@ impl<S, V> ParserThread<S, V> {
             drain_until: None,
             scratch: Vec::new(),
             spin: Duration::ZERO,
+            admission,
         };
         for (i, listener) in thread.listeners.iter_mut().enumerate() {
             listener.register(thread.poll.registry(), Token(LISTENER_BASE - i))?;
@@ -113,6 +118,7 @@ impl<S, V> ParserThread<S, V> {
             for event in events.iter() {
                 self.on_event(event);
             }
+            self.retry_accept();
             self.drain_inbox();
             self.retry_waiting_credit();
             self.service_active();
@@ -134,7 +140,8 @@ impl<S, V> ParserThread<S, V> {
         if !self.mailbox().try_sleep() {
             return Some(Duration::ZERO);
         }
-        self.drain_until.map(|until| until.saturating_duration_since(Instant::now()))
+        let drain = self.drain_until.map(|until| until.saturating_duration_since(Instant::now()));
+        [drain, self.admission.retry_in()].into_iter().flatten().min()
     }
 
     /// With jobs in flight, the executor usually answers within a few µs: poll the mailbox
@@ -187,17 +194,20 @@ impl<S, V> ParserThread<S, V> {
         if self.drain_until.is_some() {
             return;
         }
-        loop {
-            let listener = &self.listeners[index];
-            match listener.accept() {
-                Ok(stream) => self.add_conn(stream, listener.dialect),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // EMFILE and friends: keep serving the connections we have.
-                    tracing::warn!(error = %e, "accept failed");
-                    return;
-                }
+        let dialect = self.listeners[index].dialect;
+        while let Some(stream) =
+            self.admission.try_accept(&self.listeners[index], &self.worker.stats)
+        {
+            self.add_conn(stream, dialect);
+        }
+    }
+
+    /// After running out of descriptors, accepts on every listener again once the retry
+    /// timer is due: readiness is edge-triggered, so a waiting queue raises no new event.
+    fn retry_accept(&mut self) {
+        if self.admission.take_due_retry() {
+            for index in 0..self.listeners.len() {
+                self.accept(index);
             }
         }
     }

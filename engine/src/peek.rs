@@ -285,4 +285,24 @@ mod tests {
             "Parameter 'zz' is unexpected"
         );
     }
+
+    /// Found by the differential fuzz target (fuzz/fuzz_targets/differential.rs): simd-json's
+    /// `max_depth` of `MAX_DEPTH + 1` lets the peek alone take one level more than
+    /// `MAX_DEPTH`. The engine's limit holds because the framer flags such a value as too deep
+    /// before the peek runs; this pins both halves so neither drifts unnoticed.
+    #[test]
+    fn the_framer_not_the_peek_enforces_max_depth() {
+        let nested = |depth: usize| "[".repeat(depth) + &"]".repeat(depth);
+        let mut peeker = Peeker::default();
+        for (depth, parses) in [(1025, true), (1026, false)] {
+            let (mut buf, len) = padded(&nested(depth));
+            let result = peeker.parse(&mut buf, len).map(|tape| peeker.recycle(tape));
+            assert_eq!(result.is_ok(), parses, "depth {depth}");
+        }
+        let mut framer = crate::framer::Framer::new(1 << 20);
+        let crate::framer::Step::Frame(frame) = framer.next(nested(1025).as_bytes()) else {
+            panic!("a complete value")
+        };
+        assert!(frame.too_deep);
+    }
 }

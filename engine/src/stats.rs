@@ -190,6 +190,8 @@ pub struct Stats {
     pub(crate) threads: Box<[CachePadded<ThreadStats>]>,
     /// Job queue length as last seen by the executor.
     pub(crate) queue_depth: AtomicUsize,
+    /// Open connections at which descriptors ran out (`usize::MAX`: never): see admission.rs.
+    pub(crate) fd_cap: AtomicUsize,
     /// When the running job started, in ns since `started` plus one; 0 while idle. Lets a
     /// probe see a stuck executor (and tests see that a `stall` has begun).
     busy_since: AtomicU64,
@@ -206,6 +208,7 @@ impl Stats {
             started: Instant::now(),
             threads: (0..threads).map(per_thread).collect(),
             queue_depth: AtomicUsize::new(0),
+            fd_cap: AtomicUsize::new(usize::MAX),
             busy_since: AtomicU64::new(0),
             executor: Mutex::new(ExecutorHistograms::new()),
             commands: commands.into(),

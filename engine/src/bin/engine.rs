@@ -85,6 +85,12 @@ struct Cli {
     /// `tcp:HOST:PORT` (port 0 picks a free port). Off by default.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<Address>,
+
+    /// Open connections past which a new one gets one error ("too many connections") and is
+    /// closed. Default: derived from the descriptor limit (which the engine raises to its
+    /// hard limit at start), leaving headroom for its own descriptors: 960 at 1024.
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    max_connections: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -109,6 +115,7 @@ fn main() -> anyhow::Result<()> {
             conn_budget_bytes: cli.conn_budget,
             queue_capacity: cli.queue,
             drain_timeout: Duration::from_secs(cli.drain_timeout),
+            max_connections: cli.max_connections,
         },
         metrics: cli.metrics,
         ..Config::default()
