@@ -122,7 +122,6 @@ impl<S, V> ParserThread<S, V> {
             self.drain_inbox();
             self.retry_waiting_credit();
             self.service_active();
-            self.hand_over();
         }
         self.finish();
     }
@@ -308,18 +307,26 @@ impl<S, V> ParserThread<S, V> {
         }
     }
 
-    /// End of the turn: the turn's jobs go to the executor in one batch. Connections left
-    /// waiting for credit are retried at once if credits came back meanwhile, else when the
-    /// thread that returns them wakes this one.
+    /// The turn's jobs go to the executor in one batch.
     fn hand_over(&mut self) {
         if self.worker.jobs.flush() == Flushed::Kept {
             tracing::trace!(thread = self.worker.thread, "job queue full of control jobs");
         }
+    }
+
+    /// Connections left waiting for credit are retried at once if credits came back
+    /// meanwhile, else when the thread that returns them wakes this one.
+    fn ask_for_credit(&mut self) {
         if !self.waiting_credit.is_empty() && self.exchange.want_credits(self.worker.thread) {
             self.retry_waiting_credit();
         }
     }
 
+    /// One turn of every connection with work: first each takes in what it can (parked jobs,
+    /// then what it reads), then the turn's jobs go to the executor in one batch, and only
+    /// then is anything written. A client that sees a reply can therefore rely on every job
+    /// read before it being with the executor already, ahead of anything it triggers next (a
+    /// shutdown, an event, a request on another connection).
     fn service_active(&mut self) {
         std::mem::swap(&mut self.active, &mut self.servicing);
         for i in 0..self.servicing.len() {
@@ -327,14 +334,22 @@ impl<S, V> ParserThread<S, V> {
             if let Some(conn) = self.conns.get_mut(key) {
                 conn.queued = false;
             }
-            self.service(key);
+            self.take_in(key);
+        }
+        self.hand_over();
+        for i in 0..self.servicing.len() {
+            let key = self.servicing[i];
+            if self.conns.contains(key) {
+                self.write(key);
+                self.settle(key);
+            }
         }
         self.servicing.clear();
+        self.ask_for_credit();
     }
 
-    /// One turn of a connection: submit parked jobs, read and handle what arrived, write,
-    /// then close it or decide when it needs its next turn.
-    fn service(&mut self, key: usize) {
+    /// A connection's intake for this turn: submit parked jobs, read and handle what arrived.
+    fn take_in(&mut self, key: usize) {
         if !self.conns.contains(key) {
             return;
         }
@@ -342,8 +357,6 @@ impl<S, V> ParserThread<S, V> {
         if self.drain_until.is_none() {
             self.read(key);
         }
-        self.write(key);
-        self.settle(key);
     }
 
     /// Parked jobs go to the executor as far as the in-flight limit and credits allow.
