@@ -82,7 +82,7 @@ if [[ $QEMU == 1 ]] && ! command -v qemu-system-x86_64 >/dev/null; then
     apt-get update -qq && apt-get install -y -qq qemu-system-x86 >/dev/null
 fi
 log "building release"
-cargo build --release -p loadgen -p engine -p bench --bins
+cargo build --release -p loadgen -p ooblane -p bench --bins
 
 if [[ $WAIT == 1 ]]; then
     for _ in $(seq 45); do

@@ -13,7 +13,7 @@ use std::hint::black_box;
 use bench::corpus;
 use bench::naive;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use engine::internals::FrameCounter;
+use ooblane::internals::FrameCounter;
 use serde::de::IgnoredAny;
 
 /// Stream length: big enough to amortise the per-call reset, small enough to stay in cache.

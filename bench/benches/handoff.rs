@@ -11,7 +11,7 @@ use std::hint::black_box;
 
 use bench::naive::MpscHandoff;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use engine::internals::Handoff;
+use ooblane::internals::Handoff;
 
 /// Jobs per round trip: one, and a pipelined burst as loadgen sends at depth 64.
 const BATCHES: [usize; 2] = [1, 64];

@@ -17,7 +17,7 @@ use std::hint::black_box;
 
 use bench::corpus::{self, Dialect, Message};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use engine::internals::{PADDING, Peek};
+use ooblane::internals::{PADDING, Peek};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use simd_json::prelude::*;

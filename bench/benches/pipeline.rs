@@ -12,7 +12,7 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use engine::internals::Pipeline;
+use ooblane::internals::Pipeline;
 use serde_json::{Value, json};
 
 /// Requests per fed chunk: one at a time, and a pipelined burst (loadgen's depth 64).

@@ -5,7 +5,7 @@
 
 use bench::corpus::{self, Dialect};
 use bench::naive;
-use engine::internals::{FrameCounter, PADDING, Peek};
+use ooblane::internals::{FrameCounter, PADDING, Peek};
 use serde_json::Value;
 
 #[test]

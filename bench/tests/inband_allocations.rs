@@ -21,7 +21,7 @@ fn the_in_band_round_trip_allocates_nothing_per_request_after_warm_up() {
     drop(std::hint::black_box(vec![0u8; 16]));
     assert_eq!(probe.change().allocations, 1, "the counting allocator is installed");
 
-    let mut pipeline = engine::internals::Pipeline::start();
+    let mut pipeline = ooblane::internals::Pipeline::start();
     let burst = concat!(
         r#"{"execute":"ping","id":1}"#,
         r#"{"execute":"work","arguments":{"us":0},"id":"w"}"#,

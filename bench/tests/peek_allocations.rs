@@ -8,7 +8,7 @@
 //! system allocator and this file needs no `unsafe`.
 
 use bench::corpus::{self, Dialect};
-use engine::internals::{PADDING, Peek};
+use ooblane::internals::{PADDING, Peek};
 
 #[test]
 fn peek_allocates_nothing_per_message_after_warm_up() {
@@ -39,7 +39,7 @@ fn peek_allocates_nothing_per_message_after_warm_up() {
 /// requests never touches the executor, so everything counted here is the parser thread's.
 #[test]
 fn the_oob_request_path_allocates_nothing_per_request_after_warm_up() {
-    let mut pipeline = engine::internals::Pipeline::start();
+    let mut pipeline = ooblane::internals::Pipeline::start();
     let burst = br#"{"exec-oob":"ping","id":{"n":[1,"two"]}}{"exec-oob":"query-counter","id":7}"#
         .repeat(64);
     for _ in 0..4 {

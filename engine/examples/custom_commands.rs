@@ -6,7 +6,7 @@
 //!   it and answers at once from a value the executor publishes (`&Published`), even while the
 //!   executor is busy.
 //!
-//! Run it: `cargo run -p engine --example custom_commands`. It starts a server on an
+//! Run it: `cargo run -p ooblane --example custom_commands`. It starts a server on an
 //! ephemeral port, talks QMP to it over TCP, prints the exchange and shuts down.
 
 #![allow(clippy::print_stdout, reason = "the example shows its exchange on stdout")]
@@ -17,7 +17,7 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use engine::{Address, CommandError, Config, NoArgs, Registry, Server};
+use ooblane::{Address, CommandError, Config, NoArgs, Registry, Server};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 

@@ -328,7 +328,7 @@ pub(crate) struct Command<S, V> {
 /// use std::sync::Arc;
 /// use std::sync::atomic::{AtomicI64, Ordering};
 ///
-/// use engine::{CommandError, NoArgs, Registry};
+/// use ooblane::{CommandError, NoArgs, Registry};
 /// use schemars::JsonSchema;
 /// use serde::{Deserialize, Serialize};
 ///

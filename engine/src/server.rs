@@ -55,7 +55,7 @@ impl Server {
     /// use std::net::TcpStream;
     /// use std::time::Duration;
     ///
-    /// use engine::{Address, Config, Server};
+    /// use ooblane::{Address, Config, Server};
     ///
     /// let config = Config {
     ///     qmp: vec!["tcp:127.0.0.1:0".parse()?],
@@ -63,7 +63,7 @@ impl Server {
     ///     pin: false,
     ///     ..Config::default()
     /// };
-    /// let server = Server::start(config, engine::demo::registry())?;
+    /// let server = Server::start(config, ooblane::demo::registry())?;
     /// let Address::Tcp(addr) = server.qmp_addrs()[0].clone() else { unreachable!() };
     ///
     /// let mut stream = TcpStream::connect(addr)?;

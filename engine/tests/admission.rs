@@ -39,7 +39,7 @@ impl Engine {
             .args(["--qmp", "tcp:127.0.0.1:0", "--jsonrpc", "tcp:127.0.0.1:0", "--no-pin"])
             .args(["--threads", &THREADS.to_string()])
             .args(extra)
-            .env("RUST_LOG", "engine=warn")
+            .env("RUST_LOG", "ooblane=warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -8,8 +8,8 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use engine::MAX_DEPTH;
-use engine::internals::{PADDING, Peek};
+use ooblane::MAX_DEPTH;
+use ooblane::internals::{PADDING, Peek};
 use libfuzzer_sys::fuzz_target;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 

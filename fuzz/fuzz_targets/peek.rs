@@ -4,7 +4,7 @@
 
 #![no_main]
 
-use engine::internals::{PADDING, Peek};
+use ooblane::internals::{PADDING, Peek};
 use libfuzzer_sys::fuzz_target;
 
 thread_local! {

@@ -1,4 +1,4 @@
-//! The whole request path of a parser thread (`engine::internals::Pipeline`): framing, peek,
+//! The whole request path of a parser thread (`ooblane::internals::Pipeline`): framing, peek,
 //! classification, OOB execution, job hand-off to a real executor thread running the demo
 //! command set, reply encoding. Any bytes in any chunking, on a QMP session before or after
 //! negotiation or a JSON-RPC session: never panics or hangs, and every reply line is one JSON
@@ -8,7 +8,7 @@
 
 #![no_main]
 
-use engine::internals::{Pipeline, SessionKind};
+use ooblane::internals::{Pipeline, SessionKind};
 use libfuzzer_sys::fuzz_target;
 
 thread_local! {
@@ -44,7 +44,7 @@ fn names_a_blocking_command(stream: &[u8]) -> bool {
 }
 
 /// A whole reply line. No recursion limit: an echoed `id` may nest as deep as a request
-/// may (`engine::MAX_DEPTH`), past serde_json's default of 128.
+/// may (`ooblane::MAX_DEPTH`), past serde_json's default of 128.
 fn parse(text: &[u8]) -> serde_json::Result<serde_json::Value> {
     use serde::Deserialize;
     let mut de = serde_json::Deserializer::from_slice(text);

@@ -8,7 +8,7 @@
 //! `engine-executor`, which is how the server-cost sampler (`server_cost`) counts the
 //! engine's CPU and context switches apart from loadgen's own threads in the same process.
 
-use engine::{Config, Server, ServerHandle};
+use ooblane::{Config, Server, ServerHandle};
 
 use crate::config::Protocol;
 use crate::{Address, Error};
@@ -26,14 +26,14 @@ impl Embedded {
     /// Starts the engine with a listener for `protocol`.
     pub(crate) fn start(protocol: Protocol) -> Result<Embedded, Error> {
         let address: Address =
-            EPHEMERAL.parse().map_err(|e: engine::Error| Error::Engine(e.to_string()))?;
+            EPHEMERAL.parse().map_err(|e: ooblane::Error| Error::Engine(e.to_string()))?;
         let mut config = Config { pin: false, ..Config::default() };
         match protocol {
             Protocol::Qmp => config.qmp = vec![address],
             Protocol::JsonRpc => config.jsonrpc = vec![address],
             Protocol::Echo => return Err(Error::Config("the echo protocol needs --remote".into())),
         }
-        let handle = Server::start(config, engine::demo::registry())
+        let handle = Server::start(config, ooblane::demo::registry())
             .map_err(|e| Error::Engine(e.to_string()))?;
         tracing::info!(qmp = ?handle.qmp_addrs(), jsonrpc = ?handle.jsonrpc_addrs(), "embedded engine started");
         Ok(Embedded { handle })

@@ -82,10 +82,10 @@ pub use config::{
     AUTO_SPIN_MAX_CORES, Backoff, DEFAULT_CONNECTIONS, DEFAULT_RATE, Mode, Protocol, RunConfig,
     Spin, parse_start_at,
 };
-pub use engine::Address;
 pub use error::Error;
 pub use live::{LiveSnapshot, LiveStats, Phase};
 pub use merge::merge;
+pub use ooblane::Address;
 pub use output::default_dir;
 pub use plot::Curve;
 pub use recorder::{LaneCounts, RemoteCounts, Verification};

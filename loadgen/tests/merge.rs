@@ -18,14 +18,14 @@ use serde_json::Value;
 /// Longest a loadgen process may take (1 s run, start delay, drain, debug build).
 const PROCESS_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn engine() -> engine::ServerHandle {
-    let config = engine::Config {
+fn engine() -> ooblane::ServerHandle {
+    let config = ooblane::Config {
         qmp: vec!["tcp:127.0.0.1:0".parse().expect("valid address")],
         threads: 2,
         pin: false,
-        ..engine::Config::default()
+        ..ooblane::Config::default()
     };
-    engine::Server::start(config, engine::demo::registry()).expect("engine starts")
+    ooblane::Server::start(config, ooblane::demo::registry()).expect("engine starts")
 }
 
 fn fresh_dir(name: &str) -> PathBuf {

@@ -8,7 +8,7 @@
 # Usage: results/tools/ordered_lane_ab.sh OUT_DIR OLD_ENGINE [REPS]
 #   OLD_ENGINE: an `engine` binary built from the previous design, e.g.
 #     git worktree add /tmp/old <commit> && (cd /tmp/old && cargo build --release -p engine)
-#   Needs target/release/{engine,loadgen,naive-qmp} (cargo build --release -p engine -p loadgen -p bench).
+#   Needs target/release/{engine,loadgen,naive-qmp} (cargo build --release -p ooblane -p loadgen -p bench).
 # Every client sleeps between sends (loadgen --spin off: timer slack 1 ns, no early-wake
 # spin), so no client busy-waits on the cores the servers need.
 set -euo pipefail

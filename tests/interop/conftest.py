@@ -1,6 +1,6 @@
 """Fixtures for the interoperability tests: start the real `engine` binary.
 
-The binary is target/debug/engine (built by `cargo build -p engine`, which tests/run.sh
+The binary is target/debug/engine (built by `cargo build -p ooblane`, which tests/run.sh
 does); override with ENGINE_BIN. Every wait is bounded.
 """
 
@@ -65,7 +65,7 @@ class Engine:
         self.metrics = None  # (host, port) of the Prometheus endpoint, with metrics=True
         self.returncode = None
         if not os.access(ENGINE_BIN, os.X_OK):
-            pytest.fail("engine binary not found at %s (run `cargo build -p engine`)" % ENGINE_BIN)
+            pytest.fail("engine binary not found at %s (run `cargo build -p ooblane`)" % ENGINE_BIN)
         self._stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(
             self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._stderr,

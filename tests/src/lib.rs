@@ -8,7 +8,7 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use engine::{Address, Config, ServerHandle};
+use ooblane::{Address, Config, ServerHandle};
 use serde_json::{Value, json};
 
 /// How long any single read waits before the test fails. Generous: CI machines are shared
@@ -66,14 +66,14 @@ pub fn start_server() -> TestServer {
 pub fn start_jsonrpc_server() -> TestServer {
     let mut config = test_config();
     config.jsonrpc = std::mem::take(&mut config.qmp);
-    let handle = engine::Server::start(config, engine::demo::registry()).expect("server starts");
+    let handle = ooblane::Server::start(config, ooblane::demo::registry()).expect("server starts");
     let addr = handle.jsonrpc_addrs()[0].clone();
     TestServer { handle: Some(handle), addr }
 }
 
 /// Starts the demo engine with `config`.
 pub fn start_server_with(config: Config) -> TestServer {
-    let handle = engine::Server::start(config, engine::demo::registry()).expect("server starts");
+    let handle = ooblane::Server::start(config, ooblane::demo::registry()).expect("server starts");
     let addr = handle.qmp_addrs()[0].clone();
     TestServer { handle: Some(handle), addr }
 }

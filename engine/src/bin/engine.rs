@@ -1,12 +1,12 @@
 //! The `engine` binary: serves the demo command set (docs/protocol.md#demo-command-set) on the
-//! configured listeners. Maps its command line onto `engine::Config`; logs with `RUST_LOG`.
+//! configured listeners. Maps its command line onto `ooblane::Config`; logs with `RUST_LOG`.
 
 use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use engine::{Address, Config, Limits, Server};
+use ooblane::{Address, Config, Limits, Server};
 
 /// Thread-per-core QMP command dispatcher with an out-of-band lane.
 ///
@@ -18,7 +18,7 @@ use engine::{Address, Config, Limits, Server};
 ///   engine                                   # QMP on tcp:127.0.0.1:4444
 ///   engine --qmp tcp:127.0.0.1:0 --qmp unix:/tmp/engine.sock --threads 2
 ///   engine --metrics tcp:127.0.0.1:9464         # Prometheus scrapes http://127.0.0.1:9464/metrics
-///   RUST_LOG=engine=debug engine --no-pin
+///   RUST_LOG=ooblane=debug engine --no-pin
 ///
 /// Exits 0 after SIGINT, SIGTERM or `quit`, once every request already read is answered.
 /// A second signal exits at once.
@@ -97,7 +97,7 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "engine=info".into()),
+                .unwrap_or_else(|_| "ooblane=info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -120,7 +120,7 @@ fn main() -> anyhow::Result<()> {
         metrics: cli.metrics,
         ..Config::default()
     };
-    let server = Server::start(config, engine::demo::registry()).context("cannot start")?;
+    let server = Server::start(config, ooblane::demo::registry()).context("cannot start")?;
     let mut stdout = std::io::stdout().lock();
     for addr in server.qmp_addrs() {
         writeln!(stdout, "QMP listening on {addr}")?;

@@ -130,11 +130,11 @@ fn a_protocol_error_gets_one_reply_then_the_connection_closes() {
 fn qmp_and_json_rpc_listeners_share_one_executor_and_order() {
     let path = temp_socket_path("rpc");
     let mut config = test_config();
-    config.jsonrpc = vec![engine::Address::Unix(path.clone())];
+    config.jsonrpc = vec![ooblane::Address::Unix(path.clone())];
     let server = start_server_with(config);
-    assert_eq!(server.handle().jsonrpc_addrs(), &[engine::Address::Unix(path.clone())]);
+    assert_eq!(server.handle().jsonrpc_addrs(), &[ooblane::Address::Unix(path.clone())]);
     let mut qmp = Client::negotiated(&server.addr);
-    let mut rpc = Client::jsonrpc(&engine::Address::Unix(path));
+    let mut rpc = Client::jsonrpc(&ooblane::Address::Unix(path));
     assert_eq!(
         qmp.request(r#"{"execute":"counter-add","arguments":{"delta":1}}"#),
         json!({"return":{"value":1}})

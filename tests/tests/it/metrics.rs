@@ -146,6 +146,6 @@ fn metrics_need_a_tcp_address_and_are_off_by_default() {
     assert_eq!(server.handle().metrics_addr(), None);
     let mut config = test_config();
     config.metrics = Some("unix:/tmp/engine-metrics-never.sock".parse().unwrap());
-    let err = engine::Server::start(config, engine::demo::registry()).unwrap_err();
+    let err = ooblane::Server::start(config, ooblane::demo::registry()).unwrap_err();
     assert_eq!(err.to_string(), "invalid configuration: the metrics endpoint needs a tcp: address");
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use engine::{Empty, NoArgs, Registry};
+use ooblane::{Empty, NoArgs, Registry};
 use serde_json::json;
 use tests::{Client, TestServer, generic_error, test_config};
 
@@ -16,7 +16,7 @@ fn server_with_panicking_commands() -> TestServer {
             *exec.state() += 1;
             Ok(json!({"count": *exec.state()}))
         });
-    let handle = engine::Server::start(test_config(), registry).expect("server starts");
+    let handle = ooblane::Server::start(test_config(), registry).expect("server starts");
     let addr = handle.qmp_addrs()[0].clone();
     TestServer { handle: Some(handle), addr }
 }

@@ -7,9 +7,9 @@ use tests::{Client, start_server_with, temp_socket_path, test_config};
 fn unix_socket_serves_both_lanes_and_is_removed_on_shutdown() {
     let path = temp_socket_path("unix");
     let mut config = test_config();
-    config.qmp = vec![engine::Address::Unix(path.clone())];
+    config.qmp = vec![ooblane::Address::Unix(path.clone())];
     let server = start_server_with(config);
-    assert_eq!(server.handle().qmp_addrs(), &[engine::Address::Unix(path.clone())]);
+    assert_eq!(server.handle().qmp_addrs(), &[ooblane::Address::Unix(path.clone())]);
     let mut client = Client::negotiated(&server.addr);
     client.send(r#"{"execute":"stall","id":"s"}{"execute":"ping","id":"in"}"#);
     assert_eq!(
@@ -36,9 +36,9 @@ fn a_stale_socket_file_is_replaced_but_a_live_one_is_refused() {
     let path = temp_socket_path("stale");
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap()); // leaves a stale file
     let mut config = test_config();
-    config.qmp = vec![engine::Address::Unix(path.clone())];
+    config.qmp = vec![ooblane::Address::Unix(path.clone())];
     let server = start_server_with(config.clone());
-    let err = engine::Server::start(config, engine::demo::registry()).unwrap_err();
+    let err = ooblane::Server::start(config, ooblane::demo::registry()).unwrap_err();
     assert!(err.to_string().contains("cannot listen on unix:"), "{err}");
     let mut client = Client::negotiated(&server.addr);
     assert_eq!(client.request(r#"{"execute":"ping"}"#), json!({"return":{}}));
