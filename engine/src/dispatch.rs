@@ -8,7 +8,6 @@
 //! into the connection's write buffer.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use simd_json::Node;
 
@@ -54,6 +53,9 @@ pub(crate) struct Worker<S, V> {
     pub(crate) limits: Limits,
     /// The current request's id, compacted (empty: none, or a JSON-RPC notification).
     id: Vec<u8>,
+    /// Times OOB handlers for the metrics by raw TSC reads, converted only for the delta:
+    /// `clock_gettime` cost 9% of the OOB path in a virtual machine.
+    clock: quanta::Clock,
 }
 
 impl<S, V> Worker<S, V> {
@@ -76,6 +78,7 @@ impl<S, V> Worker<S, V> {
             jobs,
             limits,
             id: Vec::with_capacity(64),
+            clock: quanta::Clock::new(),
         }
     }
 
@@ -185,11 +188,13 @@ impl<S, V> Worker<S, V> {
         bump(&self.stats.threads[self.thread].oob);
         let ctx = Ctx { shared: &*self.shared, stats: &self.stats, info: &self.info };
         let peeker = &mut self.peeker;
-        let started = Instant::now();
+        let started = self.clock.raw();
         let written = reply::write_return(&mut conn.output.buf, form, &self.id, |out| {
             contain_panic(|| run(&ctx, peeker, target.args, out))
         });
-        self.stats.threads[self.thread].oob_latency.record(started.elapsed());
+        self.stats.threads[self.thread]
+            .oob_latency
+            .record(self.clock.delta(started, self.clock.raw()));
         if let Err(err) = written {
             self.answer_error(conn, true, form, &err);
         }

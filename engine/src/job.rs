@@ -422,6 +422,11 @@ impl<S, V> JobSender<S, V> {
         self.in_flight
     }
 
+    /// This turn's batch holds jobs not yet handed over (or a refused batch waits).
+    pub(crate) fn has_unsent(&self) -> bool {
+        !self.batch.is_empty() || self.kept.is_some()
+    }
+
     /// A batch the queue refused waits to be sent.
     pub(crate) fn has_kept(&self) -> bool {
         self.kept.is_some()

@@ -52,6 +52,8 @@ pub(crate) struct ParserThread<S, V> {
     active: Vec<usize>,
     /// The list being serviced (swapped with `active` each turn, to keep both allocations).
     servicing: Vec<usize>,
+    /// Connections of this turn whose writes wait for the turn's hand-over.
+    deferred: Vec<usize>,
     /// Connections with jobs parked for lack of credit.
     waiting_credit: Vec<usize>,
     /// Set once shutdown began: stop reading, answer what was read, exit by this time.
@@ -81,6 +83,7 @@ impl<S, V> ParserThread<S, V> {
             next_serial: 0,
             active: Vec::new(),
             servicing: Vec::new(),
+            deferred: Vec::new(),
             waiting_credit: Vec::new(),
             drain_until: None,
             scratch: Vec::new(),
@@ -322,11 +325,14 @@ impl<S, V> ParserThread<S, V> {
         }
     }
 
-    /// One turn of every connection with work: first each takes in what it can (parked jobs,
-    /// then what it reads), then the turn's jobs go to the executor in one batch, and only
-    /// then is anything written. A client that sees a reply can therefore rely on every job
-    /// read before it being with the executor already, ahead of anything it triggers next (a
-    /// shutdown, an event, a request on another connection).
+    /// One turn of every connection with work: each takes in what it can (parked jobs, then
+    /// what it reads) and writes what it owes, then the turn's jobs go to the executor in one
+    /// batch. A connection's output waits until after the hand-over once the turn holds jobs
+    /// not yet handed over: a client that sees a reply can then rely on every job read
+    /// before it being with the executor already, ahead of anything the reply lets it
+    /// trigger next (a shutdown, an event, a request on another connection). Connections
+    /// serviced before the turn's first job write at once, so OOB-only traffic keeps its
+    /// writes spread over the turn.
     fn service_active(&mut self) {
         std::mem::swap(&mut self.active, &mut self.servicing);
         for i in 0..self.servicing.len() {
@@ -335,17 +341,26 @@ impl<S, V> ParserThread<S, V> {
                 conn.queued = false;
             }
             self.take_in(key);
-        }
-        self.hand_over();
-        for i in 0..self.servicing.len() {
-            let key = self.servicing[i];
-            if self.conns.contains(key) {
-                self.write(key);
-                self.settle(key);
+            if self.worker.jobs.has_unsent() {
+                self.deferred.push(key);
+            } else {
+                self.write_and_settle(key);
             }
         }
         self.servicing.clear();
+        self.hand_over();
+        for i in 0..self.deferred.len() {
+            self.write_and_settle(self.deferred[i]);
+        }
+        self.deferred.clear();
         self.ask_for_credit();
+    }
+
+    fn write_and_settle(&mut self, key: usize) {
+        if self.conns.contains(key) {
+            self.write(key);
+            self.settle(key);
+        }
     }
 
     /// A connection's intake for this turn: submit parked jobs, read and handle what arrived.
