@@ -17,7 +17,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::call::BoxedCall;
 use crate::job::{Arrival, Batch, ConnId, Done, Exchange, Job, Work};
-use crate::registry::{CommandError, Ctx, Effects, Event, Exec, ServerInfo};
+use crate::registry::{CommandError, Ctx, Effects, Event, Exec, ServerInfo, ShutdownHook};
 use crate::stats::{ExecutorHistograms, PUBLISH_EVERY, Stats};
 
 /// Batches taken before ending the round (waking waiting threads, publishing statistics):
@@ -53,6 +53,8 @@ pub(crate) struct Executor<S, V> {
     spin: Duration,
     /// Threads with outcomes delivered since they were last considered for a wake-up.
     unwoken: Vec<usize>,
+    /// Runs when shutdown begins here (e.g. releases a blocking command queued behind `quit`).
+    on_shutdown: Option<ShutdownHook<V>>,
     /// Parser threads that have not yet reported `ParserDone`.
     parsers_left: usize,
     shutting_down: bool,
@@ -80,11 +82,18 @@ impl<S, V> Executor<S, V> {
             info,
             spin: Duration::ZERO,
             unwoken: Vec::with_capacity(parsers_left),
+            on_shutdown: None,
             parsers_left,
             shutting_down: false,
             local: ExecutorHistograms::new(),
             last_publish: Instant::now(),
         }
+    }
+
+    /// The registry's shutdown hook, run when shutdown begins on the executor.
+    pub(crate) fn with_shutdown_hook(mut self, hook: Option<ShutdownHook<V>>) -> Self {
+        self.on_shutdown = hook;
+        self
     }
 
     /// Lets the executor spin before parking: only when it has a core of its own.
@@ -223,6 +232,9 @@ impl<S, V> Executor<S, V> {
         }
         self.shutting_down = true;
         tracing::info!(reason, "shutting down");
+        if let Some(hook) = &self.on_shutdown {
+            hook(&self.shared);
+        }
         let data = serde_json::json!({ "guest": false, "reason": reason });
         self.broadcast(Event::now("SHUTDOWN".into(), Some(data)));
         for mailbox in self.exchange.mailboxes() {

@@ -297,8 +297,9 @@ type RunOob<V> = Box<
         + Sync,
 >;
 
-/// Runs when shutdown starts, on the thread that starts it.
-pub(crate) type ShutdownHook<V> = Box<dyn Fn(&V) + Send + Sync>;
+/// Runs when shutdown starts, on the thread that starts it (shared by the server handle and
+/// the executor, which both may).
+pub(crate) type ShutdownHook<V> = Arc<dyn Fn(&V) + Send + Sync>;
 
 /// A registered command, types erased.
 pub(crate) struct Command<S, V> {
@@ -462,10 +463,14 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Registry<S, V> {
         self
     }
 
-    /// Called (from the thread that starts shutdown) before the server drains, e.g. to release
-    /// a handler that blocks the executor so that draining can finish.
+    /// Called when shutdown starts, before the server drains, e.g. to release a handler that
+    /// blocks the executor so that draining can finish: from the thread that asks for it
+    /// (signal handler, [`ServerHandle`](crate::ServerHandle)), and on the executor when an
+    /// in-band command asks for it ([`Exec::request_shutdown`], `quit`), so a blocking command
+    /// queued behind `quit` cannot hold the exit. It may run more than once: make it
+    /// idempotent.
     pub fn on_shutdown(&mut self, hook: impl Fn(&V) + Send + Sync + 'static) -> &mut Self {
-        self.on_shutdown = Some(Box::new(hook));
+        self.on_shutdown = Some(Arc::new(hook));
         self
     }
 

@@ -71,7 +71,8 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Wiring<S, V> {
             .collect();
         let controller = JobSender::new(0, tx, Arc::clone(&exchange)).controller();
         let executor =
-            Executor::new(state, Arc::clone(&shared), rx, exchange, Arc::clone(&stats), info);
+            Executor::new(state, Arc::clone(&shared), rx, exchange, Arc::clone(&stats), info)
+                .with_shutdown_hook(on_shutdown.clone());
         Ok(Wiring { parsers, executor, controller, stats, shared, on_shutdown })
     }
 }

@@ -57,3 +57,24 @@ fn quit_replies_sends_shutdown_to_every_session_and_stops_the_server() {
     let waited = finished.recv_timeout(READ_TIMEOUT + Duration::from_secs(5));
     assert!(waited.is_ok(), "the server stopped by itself after quit");
 }
+
+#[test]
+fn a_stall_queued_behind_quit_is_released_and_answered_so_the_exit_is_prompt() {
+    let mut server = start_server();
+    let mut client = Client::negotiated(&server.addr);
+    client.send(
+        r#"{"execute":"quit","id":1}{"execute":"stall","arguments":{"timeout-ms":60000},"id":2}"#,
+    );
+    assert_eq!(client.recv(), json!({"return":{},"id":1}));
+    assert_eq!(client.recv()["event"], "SHUTDOWN");
+    // The shutdown hook ran on the executor: the stall read before the drain ends at once.
+    assert_eq!(client.recv(), json!({"return":{"released":true},"id":2}));
+    client.expect_eof();
+    let handle = server.handle.take().unwrap();
+    let (done, finished) = mpsc::channel();
+    std::thread::spawn(move || {
+        handle.wait();
+        done.send(()).unwrap();
+    });
+    assert!(finished.recv_timeout(READ_TIMEOUT).is_ok(), "exit not held by the stall");
+}
