@@ -48,8 +48,9 @@ pub struct Limits {
     /// Parked request bytes plus unsent reply bytes of one connection beyond which the engine
     /// stops reading that socket until the client catches up.
     pub conn_budget_bytes: usize,
-    /// Capacity of the executor's job queue (shared by all parser threads). A full queue
-    /// parks jobs in their connections; it never blocks a parser thread.
+    /// In-band jobs outstanding (handed to the executor and not yet answered) across all
+    /// parser threads, enforced by credits (`job.rs`). Beyond it jobs park in their
+    /// connections; it never blocks a parser thread.
     pub queue_capacity: usize,
     /// How long graceful shutdown waits for clients to take their last replies.
     pub drain_timeout: std::time::Duration,

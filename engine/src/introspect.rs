@@ -12,8 +12,8 @@
 //! into `int`), and non-builtin types get opaque numeric names ("0", "1", ...) so that
 //! clients match commands and members, never type names. Numbering is deterministic: commands
 //! are walked by name, then events by name, each type numbered when first met, and two
-//! structurally equal types share one name (every argument-less command has `arg-type`
-//! "0", the empty object, as in QEMU).
+//! structurally equal types share one name (every argument-less command shares one
+//! `arg-type`, the empty object, as in QEMU).
 //!
 //! Runs once at start-up; never on the request path.
 

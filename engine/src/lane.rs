@@ -4,8 +4,8 @@
 //! Replies leave in request order. Jobs go to the executor in order, and the executor answers
 //! in order, so its outcomes always match the oldest submitted entry. Errors found on the
 //! parser thread (bad input, unknown command, bad arguments) wait in the lane as ready bytes
-//! until every earlier entry has been answered. Beyond the in-flight limit, or when the job
-//! queue is full, jobs are parked here; reading and OOB requests go on meanwhile.
+//! until every earlier entry has been answered. Beyond the in-flight limit, or when no credit
+//! is left (`Limits::queue_capacity` jobs outstanding), jobs are parked here; reading and OOB requests go on meanwhile.
 
 use std::collections::VecDeque;
 

@@ -73,7 +73,8 @@ struct Cli {
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().conn_budget_bytes)]
     conn_budget: usize,
 
-    /// Capacity of the executor's job queue.
+    /// In-band jobs outstanding (handed to the executor, not yet answered) across all parser
+    /// threads; beyond it jobs park in their connections while reading and OOB go on.
     #[arg(long, value_name = "N", default_value_t = Limits::default().queue_capacity)]
     queue: usize,
 
