@@ -9,7 +9,9 @@
 //! like the engine. Not a conformant QMP server: no ordering rules beyond one request at a
 //! time per connection, no bad-input handling beyond an error reply.
 //!
-//!   naive-qmp [tcp:HOST:PORT]      (default tcp:127.0.0.1:4445)
+//! ```text
+//! naive-qmp [tcp:HOST:PORT]      (default tcp:127.0.0.1:4445)
+//! ```
 
 use std::time::{Duration, Instant};
 
