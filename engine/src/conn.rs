@@ -7,7 +7,9 @@
 //! the socket, so a client that floods or does not read its replies only slows itself.
 
 use std::io::{self, Read, Write};
+use std::net::Shutdown;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use mio::event::Source;
 use mio::net::{TcpStream, UnixStream};
@@ -27,6 +29,13 @@ const INITIAL_READ: usize = 16 * 1024;
 
 /// Write buffers larger than this are shrunk once empty, so one burst does not pin memory.
 const KEEP_WRITE_CAPACITY: usize = 256 * 1024;
+
+/// How long a closing connection keeps reading (and discarding) its client's input after
+/// its last reply and its FIN, waiting for the client's end of stream. Closing a socket with
+/// unread input makes the kernel send a reset, which destroys replies still in flight to the
+/// client; two seconds cover a client's round trip and its last writes many times over, and
+/// bound what a client that never closes can hold.
+pub(crate) const LINGER: Duration = Duration::from_secs(2);
 
 /// A connected socket.
 #[derive(Debug)]
@@ -48,6 +57,14 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.deregister(registry),
             Stream::Unix(s) => s.deregister(registry),
+        }
+    }
+
+    /// Sends FIN: the client reads end of stream after the replies already written.
+    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(Shutdown::Write),
+            Stream::Unix(s) => s.shutdown(Shutdown::Write),
         }
     }
 }
@@ -122,6 +139,15 @@ impl Input {
         &mut self.buf[range.start..range.end + PADDING]
     }
 
+    /// One `read` whose bytes are thrown away (a closing connection's input is never
+    /// handled): the byte count, 0 at end of stream.
+    pub(crate) fn discard_from(&mut self, src: &mut impl Read) -> io::Result<usize> {
+        self.filled = 0;
+        self.framer.reset();
+        let end = self.buf.len() - PADDING;
+        src.read(&mut self.buf[..end])
+    }
+
     /// Drops consumed bytes: cheaply when all are consumed, else by moving the unconsumed
     /// tail to the front, growing only when a single message needs more room.
     fn make_room(&mut self) {
@@ -189,7 +215,8 @@ pub(crate) struct Session<S, V> {
     pub(crate) mode: Mode,
     /// JSON-RPC: the form of the last request, used for errors about unparsable input.
     pub(crate) rpc_form: Form,
-    /// A protocol error was answered: read no more, close once the replies are out.
+    /// Handle no more input (a JSON-RPC protocol error, a timeout, a slow consumer): the
+    /// connection closes, lingering, once its replies are out.
     pub(crate) closing: bool,
 }
 
@@ -212,6 +239,20 @@ pub(crate) struct Conn<S, V> {
     pub(crate) queued: bool,
     /// Counted in the thread's paused-connections gauge (reading stopped by the budget).
     paused: bool,
+    /// Set once the engine closes this connection: it flushes what it owes, sends FIN, and
+    /// discards input until the client's end of stream or the deadline.
+    pub(crate) linger: Option<Linger>,
+    /// Refused at the connection cap: only lingers, never counted as open or closed.
+    pub(crate) refused: bool,
+}
+
+/// A lingering close in progress.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Linger {
+    /// Close at this time whatever the client does.
+    pub(crate) until: Instant,
+    /// FIN was sent (every reply was written first).
+    pub(crate) fin_sent: bool,
 }
 
 impl<S, V> Session<S, V> {
@@ -251,6 +292,8 @@ impl<S, V> Conn<S, V> {
             broken: false,
             queued: false,
             paused: false,
+            linger: None,
+            refused: false,
         }
     }
 
@@ -269,8 +312,34 @@ impl<S, V> Conn<S, V> {
         self.session.lane.held_bytes() + self.session.output.pending()
     }
 
-    /// Nothing more will come from or go to this connection.
+    /// Nothing more will come from or go to this connection: the socket can be closed
+    /// without a reset (no unread input can be left once the client's end of stream is read).
     pub(crate) fn is_finished(&self) -> bool {
         self.broken || (self.read_closed && self.session.is_answered())
+    }
+
+    /// When this connection must be looked at again whatever happens on its socket.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.linger.map(|linger| linger.until)
+    }
+
+    /// Starts a lingering close (once): no more input is handled, what is owed is still
+    /// written, then FIN. Closes by `until` at the latest.
+    pub(crate) fn begin_linger(&mut self, until: Instant) {
+        self.session.closing = true;
+        if self.linger.is_none() {
+            self.linger = Some(Linger { until, fin_sent: false });
+        }
+    }
+
+    /// A lingering connection whose replies are all written sends its FIN (once).
+    pub(crate) fn send_fin_when_answered(&mut self) {
+        let Some(linger) = &mut self.linger else { return };
+        if !linger.fin_sent && !self.broken && self.session.is_answered() {
+            linger.fin_sent = true;
+            if self.stream.shutdown_write().is_err() {
+                self.broken = true;
+            }
+        }
     }
 }

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use mio::{Events, Poll, Token};
 use slab::Slab;
 
-use crate::admission::Admission;
-use crate::conn::{Conn, Dialect, Stream};
+use crate::admission::{Admission, Admitted};
+use crate::conn::{Conn, Dialect, LINGER, Stream};
 use crate::dispatch::Worker;
 use crate::job::{Arrival, ConnId, Controller, Done, Exchange, Flushed, Mailbox, Work};
 use crate::listener::Listener;
@@ -37,6 +37,10 @@ const SLOW_CONSUMER_BUDGETS: usize = 4;
 const EVENTS: usize = 1024;
 /// How soon to retry handing over a batch that found the queue full of control jobs.
 const KEPT_RETRY: Duration = Duration::from_millis(1);
+/// Connection deadlines (lingering closes, timeouts) are checked at most this often: one
+/// pass over the connections per tick, never a clock read or a timer per request. A
+/// deadline is therefore late by up to this much, which no timeout here needs to beat.
+const DEADLINE_TICK: Duration = Duration::from_millis(100);
 
 /// One parser thread's loop state.
 pub(crate) struct ParserThread<S, V> {
@@ -63,6 +67,11 @@ pub(crate) struct ParserThread<S, V> {
     spin: Duration,
     /// Takes new connections: the connection cap and descriptor exhaustion.
     admission: Admission,
+    /// When to look at the connections' deadlines next: the nearest one, but at most once
+    /// per [`DEADLINE_TICK`]; `None` while no connection has one.
+    next_sweep: Option<Instant>,
+    /// Connections whose deadline passed (reused by the sweep).
+    expired: Vec<usize>,
 }
 
 impl<S, V> ParserThread<S, V> {
@@ -86,6 +95,8 @@ impl<S, V> ParserThread<S, V> {
             scratch: Vec::new(),
             spin: Duration::ZERO,
             admission,
+            next_sweep: None,
+            expired: Vec::new(),
         };
         for (i, listener) in thread.listeners.iter_mut().enumerate() {
             listener.register(thread.poll.registry(), Token(LISTENER_BASE - i))?;
@@ -119,6 +130,7 @@ impl<S, V> ParserThread<S, V> {
                 self.on_event(event);
             }
             self.retry_accept();
+            self.sweep_deadlines();
             self.drain_inbox();
             self.retry_waiting_credit();
             self.service_active();
@@ -139,8 +151,11 @@ impl<S, V> ParserThread<S, V> {
         if !self.mailbox().try_sleep() {
             return Some(Duration::ZERO);
         }
-        let drain = self.drain_until.map(|until| until.saturating_duration_since(Instant::now()));
-        [drain, self.admission.retry_in()].into_iter().flatten().min()
+        let now = Instant::now();
+        let until = |at: Instant| at.saturating_duration_since(now);
+        let drain = self.drain_until.map(until);
+        let sweep = self.next_sweep.map(until);
+        [drain, sweep, self.admission.retry_in()].into_iter().flatten().min()
     }
 
     /// With jobs in flight, the executor usually answers within a few µs: poll the mailbox
@@ -194,10 +209,13 @@ impl<S, V> ParserThread<S, V> {
             return;
         }
         let dialect = self.listeners[index].dialect;
-        while let Some(stream) =
+        while let Some(admitted) =
             self.admission.try_accept(&self.listeners[index], &self.worker.stats)
         {
-            self.add_conn(stream, dialect);
+            match admitted {
+                Admitted::Serve(stream) => self.add_conn(stream, dialect),
+                Admitted::Refused(stream) => self.add_refused(stream, dialect),
+            }
         }
     }
 
@@ -227,6 +245,26 @@ impl<S, V> ParserThread<S, V> {
         entry.insert(conn);
         bump(&self.worker.stats.threads[self.worker.thread].accepted);
         tracing::debug!(thread = self.worker.thread, key, "connection accepted");
+        self.activate(key);
+    }
+
+    /// A connection refused at the cap, its error and FIN already sent: it only lingers,
+    /// and is not counted as open.
+    fn add_refused(&mut self, mut stream: Stream, dialect: Dialect) {
+        let until = self.linger_until();
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if stream.register(self.poll.registry(), Token(key)).is_err() {
+            return;
+        }
+        let id = ConnId { key: key as u32, serial: self.next_serial };
+        self.next_serial = self.next_serial.wrapping_add(1);
+        let mut conn = Conn::new(id, dialect, stream, self.worker.limits.max_message_bytes);
+        conn.begin_linger(until);
+        conn.refused = true;
+        conn.send_fin_when_answered(); // marks the FIN admission sent
+        entry.insert(conn);
+        self.arm_sweep(until);
         self.activate(key);
     }
 
@@ -268,16 +306,18 @@ impl<S, V> ParserThread<S, V> {
         self.scratch.clear();
         qmp::event(&mut self.scratch, event);
         let limit = self.worker.limits.conn_budget_bytes.saturating_mul(SLOW_CONSUMER_BUDGETS);
+        let linger_until = self.linger_until();
         let mut keys = Vec::new();
         for (key, conn) in self.conns.iter_mut() {
-            if matches!(conn.session.mode, Mode::Commands { .. }) && !conn.broken {
+            let open = !conn.broken && !conn.session.closing;
+            if matches!(conn.session.mode, Mode::Commands { .. }) && open {
                 if conn.session.output.pending() + self.scratch.len() > limit {
                     tracing::warn!(
                         key,
                         pending = conn.session.output.pending(),
                         "slow consumer: disconnected"
                     );
-                    conn.broken = true;
+                    conn.begin_linger(linger_until);
                 } else {
                     conn.session.output.buf.extend_from_slice(&self.scratch);
                 }
@@ -286,6 +326,48 @@ impl<S, V> ParserThread<S, V> {
         }
         for key in keys {
             self.activate(key);
+        }
+        self.arm_sweep(linger_until);
+    }
+
+    /// A lingering close begun now ends by this time (by the drain deadline when draining).
+    fn linger_until(&self) -> Instant {
+        let until = Instant::now() + LINGER;
+        self.drain_until.map_or(until, |drain| drain.min(until))
+    }
+
+    /// A connection got a deadline at `at`: the next sweep comes no later.
+    fn arm_sweep(&mut self, at: Instant) {
+        self.next_sweep = Some(self.next_sweep.map_or(at, |next| next.min(at)));
+    }
+
+    /// Once per tick at most: acts on the connections whose deadline has passed and finds
+    /// the next deadline.
+    fn sweep_deadlines(&mut self) {
+        let now = Instant::now();
+        if self.next_sweep.is_none_or(|at| now < at) {
+            return;
+        }
+        let mut next: Option<Instant> = None;
+        for (key, conn) in self.conns.iter() {
+            match conn.deadline() {
+                Some(at) if at <= now => self.expired.push(key),
+                Some(at) => next = Some(next.map_or(at, |n| n.min(at))),
+                None => {}
+            }
+        }
+        self.next_sweep = next.map(|at| at.max(now + DEADLINE_TICK));
+        for i in 0..self.expired.len() {
+            let key = self.expired[i];
+            self.on_deadline(key);
+        }
+        self.expired.clear();
+    }
+
+    /// A connection's deadline passed: a lingering close ends here.
+    fn on_deadline(&mut self, key: usize) {
+        if self.conns[key].linger.is_some() {
+            self.close(key);
         }
     }
 
@@ -354,7 +436,10 @@ impl<S, V> ParserThread<S, V> {
             return;
         }
         self.resubmit_parked(key);
-        if self.drain_until.is_none() {
+        let conn = &self.conns[key];
+        if conn.linger.is_some() {
+            self.discard(key);
+        } else if self.drain_until.is_none() && !conn.session.closing {
             self.read(key);
         }
     }
@@ -382,20 +467,32 @@ impl<S, V> ParserThread<S, V> {
         }
     }
 
-    /// After a connection's turn: close it when it is done, note it if it waits for credit,
-    /// and give it another turn if the fairness cap stopped its reading.
+    /// After a connection's turn: close it when it is done (lingering if it may still have
+    /// input), note it if it waits for credit, and give it another turn if the fairness cap
+    /// stopped its reading.
     fn settle(&mut self, key: usize) {
         let paused = self.is_paused(key);
         self.conns[key].track_pause(paused, &self.worker.stats.threads[self.worker.thread].paused);
-        let conn = &self.conns[key];
-        if conn.is_finished() || (self.drain_until.is_some() && self.is_answered(key)) {
+        if self.conns[key].is_finished() {
             return self.close(key);
+        }
+        let stop = self.drain_until.is_some() || self.conns[key].session.closing;
+        if stop && self.is_answered(key) && self.conns[key].linger.is_none() {
+            let until = self.linger_until();
+            self.conns[key].begin_linger(until);
+            self.arm_sweep(until);
+        }
+        let conn = &mut self.conns[key];
+        conn.send_fin_when_answered();
+        if conn.linger.is_some_and(|linger| linger.fin_sent) && conn.read_closed {
+            return self.close(key); // the client saw our FIN and closed: no reset possible
         }
         if conn.session.lane.waits_for_credit(self.worker.limits.max_inflight_per_conn) {
             self.waiting_credit.push(key);
         }
-        let more_to_read = conn.readable && !conn.read_closed && !self.is_paused(key);
-        if more_to_read && self.drain_until.is_none() {
+        let reading = if conn.linger.is_some() { true } else { !stop && !self.is_paused(key) };
+        let conn = &self.conns[key];
+        if conn.readable && !conn.read_closed && reading {
             self.activate(key); // fairness cap hit: continue next turn
         }
     }
@@ -413,7 +510,8 @@ impl<S, V> ParserThread<S, V> {
     fn read(&mut self, key: usize) {
         for _ in 0..READS_PER_TURN {
             let conn = &mut self.conns[key];
-            if !conn.readable || conn.read_closed || conn.broken || self.is_paused(key) {
+            let stop = conn.session.closing;
+            if stop || !conn.readable || conn.read_closed || conn.broken || self.is_paused(key) {
                 return;
             }
             let conn = &mut self.conns[key];
@@ -438,8 +536,26 @@ impl<S, V> ParserThread<S, V> {
     fn handle_frames(&mut self, key: usize) {
         let conn = &mut self.conns[key];
         self.worker.handle_input(&mut conn.input, &mut conn.session);
-        if conn.session.closing {
-            conn.read_closed = true; // JSON-RPC protocol error: no resynchronising
+    }
+
+    /// A lingering connection's input is read and thrown away until end of stream, so the
+    /// close that follows finds nothing unread (which would make the kernel send a reset).
+    fn discard(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        for _ in 0..READS_PER_TURN {
+            if !conn.readable || conn.read_closed || conn.broken {
+                return;
+            }
+            match conn.input.discard_from(&mut conn.stream) {
+                Ok(0) => {
+                    conn.read_closed = true;
+                    conn.readable = false;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => conn.readable = false,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => conn.broken = true,
+            }
         }
     }
 
@@ -447,7 +563,9 @@ impl<S, V> ParserThread<S, V> {
         let mut conn = self.conns.remove(key);
         let _ = conn.stream.deregister(self.poll.registry());
         conn.track_pause(false, &self.worker.stats.threads[self.worker.thread].paused);
-        bump(&self.worker.stats.threads[self.worker.thread].closed);
+        if !conn.refused {
+            bump(&self.worker.stats.threads[self.worker.thread].closed);
+        }
         tracing::debug!(thread = self.worker.thread, key, "connection closed");
     }
 
