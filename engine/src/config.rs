@@ -58,6 +58,18 @@ pub struct Limits {
     /// `Server::start` first raises to its hard limit, leaving headroom (at least 64, or a
     /// sixteenth) for the engine's own descriptors: 960 at a limit of 1024.
     pub max_connections: usize,
+    /// How long a QMP client has, from its connection, to finish capabilities negotiation
+    /// (`qmp_capabilities`); past it the connection gets one `GenericError` without id and
+    /// is closed. Real clients negotiate at once; this ends connections that never do.
+    /// Zero disables it. Negotiated sessions are never timed out, however long they stay
+    /// idle (libvirt keeps its QMP connections idle for days).
+    pub negotiation_timeout: std::time::Duration,
+    /// How long a message may stay incomplete (begun, not finished, counted from its first
+    /// byte: trickling more bytes does not extend it); past it the connection gets one error
+    /// without id (JSON-RPC: `"id": null`) and is closed. Real clients send a message in
+    /// one go; this ends clients that hold a connection with a message they never finish.
+    /// Idle connections with nothing buffered are never timed out. Zero disables it.
+    pub incomplete_timeout: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -69,6 +81,8 @@ impl Default for Limits {
             queue_capacity: 16 * 1024,
             drain_timeout: std::time::Duration::from_secs(5),
             max_connections: 0,
+            negotiation_timeout: std::time::Duration::from_secs(30),
+            incomplete_timeout: std::time::Duration::from_secs(30),
         }
     }
 }

@@ -99,6 +99,8 @@ pub(crate) struct Input {
     /// Bytes of `buf` holding data read from the socket.
     filled: usize,
     framer: Framer,
+    /// Messages framed so far (progress, for the incomplete-message timeout).
+    framed: u64,
     /// Largest `buf` may grow: the message limit plus room for one more read and padding.
     max_buf: usize,
 }
@@ -109,6 +111,7 @@ impl Input {
             buf: vec![0; INITIAL_READ + PADDING],
             filled: 0,
             framer: Framer::new(max_message),
+            framed: 0,
             max_buf: max_message + INITIAL_READ + PADDING,
         }
     }
@@ -126,7 +129,21 @@ impl Input {
 
     /// The next complete value, if the buffer holds one.
     pub(crate) fn next_frame(&mut self) -> Step {
-        self.framer.next(&self.buf[..self.filled])
+        let step = self.framer.next(&self.buf[..self.filled]);
+        if !matches!(step, Step::Incomplete) {
+            self.framed += 1;
+        }
+        step
+    }
+
+    /// Messages framed so far (oversized ones included).
+    pub(crate) fn framed(&self) -> u64 {
+        self.framed
+    }
+
+    /// A message has begun and is not complete yet.
+    pub(crate) fn is_mid_message(&self) -> bool {
+        self.framer.is_mid_value()
     }
 
     /// The data read so far.
@@ -242,8 +259,22 @@ pub(crate) struct Conn<S, V> {
     /// Set once the engine closes this connection: it flushes what it owes, sends FIN, and
     /// discards input until the client's end of stream or the deadline.
     pub(crate) linger: Option<Linger>,
+    /// QMP: capabilities negotiation must be done by then (`Limits::negotiation_timeout`).
+    pub(crate) negotiate_by: Option<Instant>,
+    /// The message begun in the read buffer must be complete by then
+    /// (`Limits::incomplete_timeout`); `None` while no message is begun.
+    pub(crate) incomplete_by: Option<Instant>,
     /// Refused at the connection cap: only lingers, never counted as open or closed.
     pub(crate) refused: bool,
+}
+
+/// A timeout that ends a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Timeout {
+    /// QMP capabilities negotiation not finished in time.
+    Negotiation,
+    /// A message left incomplete too long.
+    Incomplete,
 }
 
 /// A lingering close in progress.
@@ -293,6 +324,8 @@ impl<S, V> Conn<S, V> {
             queued: false,
             paused: false,
             linger: None,
+            negotiate_by: None,
+            incomplete_by: None,
             refused: false,
         }
     }
@@ -320,7 +353,30 @@ impl<S, V> Conn<S, V> {
 
     /// When this connection must be looked at again whatever happens on its socket.
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        self.linger.map(|linger| linger.until)
+        if let Some(linger) = self.linger {
+            return Some(linger.until);
+        }
+        let negotiate_by = self.negotiate_by.filter(|_| self.session.mode == Mode::Negotiating);
+        [negotiate_by, self.incomplete_by].into_iter().flatten().min()
+    }
+
+    /// Which timeout, if any, has passed at `now`.
+    pub(crate) fn timed_out(&self, now: Instant) -> Option<Timeout> {
+        let negotiating = self.session.mode == Mode::Negotiating;
+        if negotiating && self.negotiate_by.is_some_and(|at| at <= now) {
+            return Some(Timeout::Negotiation);
+        }
+        self.incomplete_by.filter(|at| *at <= now).map(|_| Timeout::Incomplete)
+    }
+
+    /// After handling input at `now`: a message left begun gets a deadline, counted from
+    /// when it began (the first turn that left it incomplete); `None` with nothing begun.
+    pub(crate) fn track_incomplete(&mut self, framed_before: u64, now: Instant, limit: Duration) {
+        if limit.is_zero() || !self.input.is_mid_message() {
+            self.incomplete_by = None;
+        } else if self.incomplete_by.is_none() || self.input.framed() != framed_before {
+            self.incomplete_by = Some(now + limit);
+        }
     }
 
     /// Starts a lingering close (once): no more input is handled, what is owed is still

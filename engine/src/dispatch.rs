@@ -212,6 +212,21 @@ impl<S, V> Worker<S, V> {
         self.answer_error(conn, false, form, &CommandError::parse(desc));
     }
 
+    /// A timeout ends the session: one error without id (JSON-RPC: `"id": null`), in order
+    /// after the replies owed; no more input is handled.
+    pub(crate) fn time_out(&mut self, conn: &mut Session<S, V>, desc: &str) {
+        self.id.clear();
+        let form = match conn.dialect {
+            Dialect::Qmp => Form::Qmp,
+            Dialect::JsonRpc => {
+                self.id.extend_from_slice(b"null");
+                conn.rpc_form
+            }
+        };
+        conn.closing = true;
+        self.answer_error(conn, false, form, &CommandError::generic(desc));
+    }
+
     /// The key `"id"` written with escapes escapes the framer: re-encode the id from the tape.
     fn recover_escaped_id(&mut self, nodes: &[Node<'_>]) {
         let Some((_, value)) = members(nodes).find(|(k, _)| *k == "id") else { return };

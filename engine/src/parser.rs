@@ -14,7 +14,7 @@ use mio::{Events, Poll, Token};
 use slab::Slab;
 
 use crate::admission::{Admission, Admitted};
-use crate::conn::{Conn, Dialect, LINGER, Stream};
+use crate::conn::{Conn, Dialect, LINGER, Stream, Timeout};
 use crate::dispatch::Worker;
 use crate::job::{Arrival, ConnId, Controller, Done, Exchange, Flushed, Mailbox, Work};
 use crate::listener::Listener;
@@ -239,10 +239,18 @@ impl<S, V> ParserThread<S, V> {
         let id = ConnId { key: key as u32, serial: self.next_serial };
         self.next_serial = self.next_serial.wrapping_add(1);
         let mut conn = Conn::new(id, dialect, stream, self.worker.limits.max_message_bytes);
+        let negotiation = self.worker.limits.negotiation_timeout;
         if dialect == Dialect::Qmp {
             qmp::greeting(&mut conn.session.output.buf, &self.worker.info.version);
+            if !negotiation.is_zero() {
+                conn.negotiate_by = Some(Instant::now() + negotiation);
+            }
         }
+        let deadline = conn.negotiate_by;
         entry.insert(conn);
+        if let Some(at) = deadline {
+            self.arm_sweep(at);
+        }
         bump(&self.worker.stats.threads[self.worker.thread].accepted);
         tracing::debug!(thread = self.worker.thread, key, "connection accepted");
         self.activate(key);
@@ -359,16 +367,36 @@ impl<S, V> ParserThread<S, V> {
         self.next_sweep = next.map(|at| at.max(now + DEADLINE_TICK));
         for i in 0..self.expired.len() {
             let key = self.expired[i];
-            self.on_deadline(key);
+            self.on_deadline(key, now);
         }
         self.expired.clear();
     }
 
-    /// A connection's deadline passed: a lingering close ends here.
-    fn on_deadline(&mut self, key: usize) {
-        if self.conns[key].linger.is_some() {
-            self.close(key);
+    /// A connection's deadline passed: a lingering close ends here; a timeout answers its
+    /// error (in order, after the replies owed) and closes the connection, lingering.
+    fn on_deadline(&mut self, key: usize, now: Instant) {
+        let conn = &mut self.conns[key];
+        if conn.linger.is_some() {
+            return self.close(key);
         }
+        let Some(timeout) = conn.timed_out(now).filter(|_| !conn.session.closing) else {
+            return;
+        };
+        conn.negotiate_by = None;
+        conn.incomplete_by = None;
+        let limits = &self.worker.limits;
+        let desc = match timeout {
+            Timeout::Negotiation => format!(
+                "capabilities negotiation not finished within {:?}",
+                limits.negotiation_timeout
+            ),
+            Timeout::Incomplete => {
+                format!("message incomplete for {:?}", limits.incomplete_timeout)
+            }
+        };
+        tracing::debug!(thread = self.worker.thread, key, reason = %desc, "connection timed out");
+        self.worker.time_out(&mut conn.session, &desc);
+        self.activate(key);
     }
 
     fn begin_drain(&mut self) {
@@ -535,7 +563,15 @@ impl<S, V> ParserThread<S, V> {
 
     fn handle_frames(&mut self, key: usize) {
         let conn = &mut self.conns[key];
+        let framed = conn.input.framed();
         self.worker.handle_input(&mut conn.input, &mut conn.session);
+        if conn.input.is_mid_message() || conn.incomplete_by.is_some() {
+            let limit = self.worker.limits.incomplete_timeout;
+            conn.track_incomplete(framed, Instant::now(), limit);
+            if let Some(at) = conn.incomplete_by {
+                self.arm_sweep(at);
+            }
+        }
     }
 
     /// A lingering connection's input is read and thrown away until end of stream, so the

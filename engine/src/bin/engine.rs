@@ -91,6 +91,16 @@ struct Cli {
     /// hard limit at start), leaving headroom for its own descriptors: 960 at 1024.
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     max_connections: usize,
+
+    /// Seconds a QMP client has to finish capabilities negotiation before it gets one error
+    /// and is disconnected (0 disables). Negotiated sessions are never timed out when idle.
+    #[arg(long, value_name = "SECS", default_value_t = Limits::default().negotiation_timeout.as_secs())]
+    negotiation_timeout: u64,
+
+    /// Seconds a message may stay incomplete (from its first byte) before the connection
+    /// gets one error and is disconnected (0 disables). Idle connections are never timed out.
+    #[arg(long, value_name = "SECS", default_value_t = Limits::default().incomplete_timeout.as_secs())]
+    incomplete_timeout: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -116,6 +126,8 @@ fn main() -> anyhow::Result<()> {
             queue_capacity: cli.queue,
             drain_timeout: Duration::from_secs(cli.drain_timeout),
             max_connections: cli.max_connections,
+            negotiation_timeout: Duration::from_secs(cli.negotiation_timeout),
+            incomplete_timeout: Duration::from_secs(cli.incomplete_timeout),
         },
         metrics: cli.metrics,
         ..Config::default()

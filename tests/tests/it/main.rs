@@ -16,4 +16,5 @@ mod ordering;
 mod panics;
 mod session;
 mod shutdown;
+mod timeouts;
 mod unix;
