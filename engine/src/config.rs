@@ -45,8 +45,10 @@ pub struct Limits {
     /// In-band requests of one connection submitted to the executor at once; later ones are
     /// parked in the connection (reading and OOB go on). QEMU's equivalent is 8.
     pub max_inflight_per_conn: usize,
-    /// Parked request bytes plus unsent reply bytes of one connection beyond which the engine
-    /// stops reading that socket until the client catches up.
+    /// Bytes one connection may make the engine hold (parked requests, replies owed, with an
+    /// estimate for those still with the executor, unsent output, and its read buffer) beyond
+    /// which the engine stops reading and handling its input, and submits no more of its
+    /// jobs, until the client catches up. At least twice `max_message_bytes` and 64 KiB.
     pub conn_budget_bytes: usize,
     /// Capacity of the executor's job queue (shared by all parser threads). A full queue
     /// parks jobs in their connections; it never blocks a parser thread.
@@ -70,6 +72,12 @@ pub struct Limits {
     /// one go; this ends clients that hold a connection with a message they never finish.
     /// Idle connections with nothing buffered are never timed out. Zero disables it.
     pub incomplete_timeout: std::time::Duration,
+}
+
+impl Limits {
+    /// The smallest `conn_budget_bytes`: room for the read buffer's initial 16 KiB and a
+    /// few replies.
+    pub const MIN_BUDGET: usize = 64 * 1024;
 }
 
 impl Default for Limits {
@@ -131,8 +139,12 @@ impl Config {
         if limits.max_inflight_per_conn == 0 || limits.queue_capacity == 0 {
             return Err(Error::Config("in-flight limit and queue capacity must be > 0".into()));
         }
-        if limits.conn_budget_bytes < limits.max_message_bytes {
-            return Err(Error::Config("conn_budget_bytes must be >= max_message_bytes".into()));
+        // The read buffer (up to a message plus one read) is on the budget: the budget must
+        // leave room for it beyond it, or a connection could pause on its own buffer.
+        if limits.conn_budget_bytes < (2 * limits.max_message_bytes).max(Limits::MIN_BUDGET) {
+            return Err(Error::Config(
+                "conn_budget_bytes must be >= 2 x max_message_bytes and >= 64 KiB".into(),
+            ));
         }
         if matches!(self.metrics, Some(Address::Unix(_))) {
             return Err(Error::Config("the metrics endpoint needs a tcp: address".into()));

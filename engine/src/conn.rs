@@ -3,8 +3,9 @@
 //! in-band lane, and the session state.
 //!
 //! Memory is bounded: the read buffer grows only to the message size limit, and past the
-//! connection's byte budget (parked requests plus unsent replies) the thread stops reading
-//! the socket, so a client that floods or does not read its replies only slows itself.
+//! connection's byte budget (budget.rs: everything it holds) the thread stops reading and
+//! handling its input, so a client that floods or does not read its replies only slows
+//! itself. Buffers a burst grew are given back when the connection goes quiet.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -15,6 +16,7 @@ use mio::event::Source;
 use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
 
+use crate::budget::ConnBudget;
 use crate::call::Call;
 use crate::framer::{Framer, Step};
 use crate::job::ConnId;
@@ -29,6 +31,11 @@ const INITIAL_READ: usize = 16 * 1024;
 
 /// Write buffers larger than this are shrunk once empty, so one burst does not pin memory.
 const KEEP_WRITE_CAPACITY: usize = 256 * 1024;
+
+/// Write buffers larger than this are released when the connection goes quiet (nothing more
+/// to read or write this turn): a few replies' worth, so request-reply traffic keeps its
+/// buffer and only bursts give theirs back.
+const QUIET_WRITE_CAPACITY: usize = 16 * 1024;
 
 /// How long a closing connection keeps reading (and discarding) its client's input after
 /// its last reply and its FIN, waiting for the client's end of stream. Closing a socket with
@@ -146,6 +153,25 @@ impl Input {
         self.framer.is_mid_value()
     }
 
+    /// The read buffer's size, as counted on the connection's budget.
+    pub(crate) fn capacity(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Back to the initial size once nothing unhandled is buffered (the connection went
+    /// quiet), so one large message or burst does not pin memory.
+    pub(crate) fn shrink_if_empty(&mut self) {
+        let initial = INITIAL_READ + PADDING;
+        if self.buf.len() > initial
+            && !self.is_mid_message()
+            && self.framer.keep_from() == self.filled
+        {
+            self.framer.shift(self.filled);
+            self.filled = 0;
+            self.buf = vec![0; initial];
+        }
+    }
+
     /// The data read so far.
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.buf[..self.filled]
@@ -194,6 +220,15 @@ impl Output {
         self.buf.len() - self.sent
     }
 
+    /// Releases the buffer once everything is written, if it grew past the size a quiet
+    /// connection needs.
+    pub(crate) fn release_if_empty(&mut self) {
+        if self.pending() == 0 && self.buf.capacity() > QUIET_WRITE_CAPACITY {
+            self.buf = Vec::new();
+            self.sent = 0;
+        }
+    }
+
     /// One `write` of everything pending. Returns true if the socket took it all.
     pub(crate) fn flush(&mut self, dst: &mut impl Write) -> io::Result<bool> {
         if self.pending() == 0 {
@@ -228,6 +263,8 @@ pub(crate) struct Session<S, V> {
     pub(crate) dialect: Dialect,
     pub(crate) output: Output,
     pub(crate) lane: Lane<S, V>,
+    /// Every byte this connection holds, counted (see budget.rs).
+    pub(crate) budget: ConnBudget,
     /// QMP negotiation state (JSON-RPC sessions stay `Negotiating`: they get no events).
     pub(crate) mode: Mode,
     /// JSON-RPC: the form of the last request, used for errors about unparsable input.
@@ -254,6 +291,10 @@ pub(crate) struct Conn<S, V> {
     pub(crate) broken: bool,
     /// Listed for servicing this loop turn.
     pub(crate) queued: bool,
+    /// The budget stopped handling the read buffer midway: messages read but not handled
+    /// wait there (the framer resumes where it stopped) until the connection is back under
+    /// budget. Nothing read is dropped.
+    pub(crate) input_held: bool,
     /// Counted in the thread's paused-connections gauge (reading stopped by the budget).
     paused: bool,
     /// Set once the engine closes this connection: it flushes what it owes, sends FIN, and
@@ -287,12 +328,13 @@ pub(crate) struct Linger {
 }
 
 impl<S, V> Session<S, V> {
-    pub(crate) fn new(id: ConnId, dialect: Dialect) -> Self {
+    pub(crate) fn new(id: ConnId, dialect: Dialect, budget: usize) -> Self {
         Session {
             id,
             dialect,
             output: Output::default(),
             lane: Lane::default(),
+            budget: ConnBudget::new(budget),
             mode: Mode::Negotiating,
             rpc_form: Form::Rpc1,
             closing: false,
@@ -302,7 +344,14 @@ impl<S, V> Session<S, V> {
     /// The executor's outcome for this session's oldest in-flight request: write its reply
     /// (and the ready replies queued behind it).
     pub(crate) fn complete(&mut self, call: &mut dyn Call<S, V>) {
-        self.lane.complete(&mut self.output.buf, |out, to| call.write_reply(out, to));
+        let (out, budget) = (&mut self.output.buf, &mut self.budget);
+        self.lane.complete(out, budget, |out, to| call.write_reply(out, to));
+    }
+
+    /// Brings the budget's count of unsent output up to date (the encoders append to the
+    /// write buffer directly).
+    pub(crate) fn sync_unsent(&mut self) {
+        self.budget.set_unsent(self.output.pending());
     }
 
     /// Every request has its reply written to the socket.
@@ -312,11 +361,21 @@ impl<S, V> Session<S, V> {
 }
 
 impl<S, V> Conn<S, V> {
-    pub(crate) fn new(id: ConnId, dialect: Dialect, stream: Stream, max_message: usize) -> Self {
+    pub(crate) fn new(
+        id: ConnId,
+        dialect: Dialect,
+        stream: Stream,
+        max_message: usize,
+        budget: usize,
+    ) -> Self {
+        let input = Input::new(max_message);
+        let mut session = Session::new(id, dialect, budget);
+        session.budget.set_read_buffer(input.capacity());
         Conn {
             stream,
-            input: Input::new(max_message),
-            session: Session::new(id, dialect),
+            input,
+            session,
+            input_held: false,
             readable: true,
             writable: true,
             read_closed: false,
@@ -340,9 +399,19 @@ impl<S, V> Conn<S, V> {
         }
     }
 
-    /// Bytes this connection holds for its client: parked requests and unsent replies.
-    pub(crate) fn held_bytes(&self) -> usize {
-        self.session.lane.held_bytes() + self.session.output.pending()
+    /// Over its byte budget: reads and handles no more input.
+    pub(crate) fn is_over_budget(&self) -> bool {
+        self.session.budget.is_over()
+    }
+
+    /// Nothing left to read or write this turn: big buffers go back.
+    pub(crate) fn shrink_if_quiet(&mut self) {
+        if self.readable || self.input_held || self.session.output.pending() > 0 {
+            return;
+        }
+        self.input.shrink_if_empty();
+        self.session.output.release_if_empty();
+        self.session.budget.set_read_buffer(self.input.capacity());
     }
 
     /// Nothing more will come from or go to this connection: the socket can be closed

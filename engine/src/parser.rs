@@ -8,6 +8,7 @@
 
 use std::io::{self, ErrorKind};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Token};
@@ -15,7 +16,7 @@ use slab::Slab;
 
 use crate::admission::{Admission, Admitted};
 use crate::conn::{Conn, Dialect, LINGER, Stream, Timeout};
-use crate::dispatch::Worker;
+use crate::dispatch::{Handled, Worker};
 use crate::job::{Arrival, ConnId, Controller, Done, Exchange, Flushed, Mailbox, Work};
 use crate::listener::Listener;
 use crate::qmp::{self, Mode};
@@ -238,7 +239,9 @@ impl<S, V> ParserThread<S, V> {
         }
         let id = ConnId { key: key as u32, serial: self.next_serial };
         self.next_serial = self.next_serial.wrapping_add(1);
-        let mut conn = Conn::new(id, dialect, stream, self.worker.limits.max_message_bytes);
+        let limits = &self.worker.limits;
+        let mut conn =
+            Conn::new(id, dialect, stream, limits.max_message_bytes, limits.conn_budget_bytes);
         let negotiation = self.worker.limits.negotiation_timeout;
         if dialect == Dialect::Qmp {
             qmp::greeting(&mut conn.session.output.buf, &self.worker.info.version);
@@ -267,7 +270,9 @@ impl<S, V> ParserThread<S, V> {
         }
         let id = ConnId { key: key as u32, serial: self.next_serial };
         self.next_serial = self.next_serial.wrapping_add(1);
-        let mut conn = Conn::new(id, dialect, stream, self.worker.limits.max_message_bytes);
+        let limits = &self.worker.limits;
+        let mut conn =
+            Conn::new(id, dialect, stream, limits.max_message_bytes, limits.conn_budget_bytes);
         conn.begin_linger(until);
         conn.refused = true;
         conn.send_fin_when_answered(); // marks the FIN admission sent
@@ -463,11 +468,20 @@ impl<S, V> ParserThread<S, V> {
         if !self.conns.contains(key) {
             return;
         }
+        self.conns[key].session.sync_unsent();
         self.resubmit_parked(key);
         let conn = &self.conns[key];
         if conn.linger.is_some() {
-            self.discard(key);
-        } else if self.drain_until.is_none() && !conn.session.closing {
+            return self.discard(key);
+        }
+        if conn.session.closing {
+            return;
+        }
+        // Read but not handled yet: handled even while draining (nothing read is dropped).
+        if conn.input_held && !conn.is_over_budget() {
+            self.handle_frames(key);
+        }
+        if self.drain_until.is_none() {
             self.read(key);
         }
     }
@@ -475,9 +489,9 @@ impl<S, V> ParserThread<S, V> {
     /// Parked jobs go to the executor as far as the in-flight limit and credits allow.
     fn resubmit_parked(&mut self, key: usize) {
         let limit = self.worker.limits.max_inflight_per_conn;
-        let lane = &mut self.conns[key].session.lane;
-        if lane.has_parked() {
-            lane.submit_parked(limit, &mut self.worker.jobs);
+        let session = &mut self.conns[key].session;
+        if session.lane.has_parked() {
+            session.lane.submit_parked(limit, &mut self.worker.jobs, &mut session.budget);
         }
     }
 
@@ -499,8 +513,13 @@ impl<S, V> ParserThread<S, V> {
     /// input), note it if it waits for credit, and give it another turn if the fairness cap
     /// stopped its reading.
     fn settle(&mut self, key: usize) {
+        self.conns[key].session.sync_unsent();
         let paused = self.is_paused(key);
         self.conns[key].track_pause(paused, &self.worker.stats.threads[self.worker.thread].paused);
+        if !paused {
+            self.conns[key].shrink_if_quiet();
+        }
+        self.publish_held(key);
         if self.conns[key].is_finished() {
             return self.close(key);
         }
@@ -518,15 +537,33 @@ impl<S, V> ParserThread<S, V> {
         if conn.session.lane.waits_for_credit(self.worker.limits.max_inflight_per_conn) {
             self.waiting_credit.push(key);
         }
-        let reading = if conn.linger.is_some() { true } else { !stop && !self.is_paused(key) };
-        let conn = &self.conns[key];
-        if conn.readable && !conn.read_closed && reading {
-            self.activate(key); // fairness cap hit: continue next turn
+        let wants_turn = if conn.linger.is_some() {
+            conn.readable && !conn.read_closed
+        } else if paused || conn.session.closing {
+            false
+        } else {
+            conn.input_held || (conn.readable && !conn.read_closed && !stop)
+        };
+        if wants_turn {
+            self.activate(key); // fairness cap or budget stopped it: continue next turn
+        }
+    }
+
+    /// Adds the connection's change in held bytes to the thread's gauge and notes its peak.
+    fn publish_held(&mut self, key: usize) {
+        let counters = &self.worker.stats.threads[self.worker.thread];
+        let budget = &mut self.conns[key].session.budget;
+        let delta = budget.publish();
+        let held = counters.held_bytes.load(Ordering::Relaxed);
+        counters.held_bytes.store(held.saturating_add_signed(delta as i64), Ordering::Relaxed);
+        let now = budget.held() as u64;
+        if now > counters.peak_conn_bytes.load(Ordering::Relaxed) {
+            counters.peak_conn_bytes.store(now, Ordering::Relaxed);
         }
     }
 
     fn is_paused(&self, key: usize) -> bool {
-        self.conns[key].held_bytes() > self.worker.limits.conn_budget_bytes
+        self.conns[key].is_over_budget()
     }
 
     fn is_answered(&self, key: usize) -> bool {
@@ -543,7 +580,9 @@ impl<S, V> ParserThread<S, V> {
                 return;
             }
             let conn = &mut self.conns[key];
-            match conn.input.read_from(&mut conn.stream) {
+            let read = conn.input.read_from(&mut conn.stream);
+            conn.session.budget.set_read_buffer(conn.input.capacity());
+            match read {
                 Ok((0, _)) => {
                     conn.read_closed = true;
                     conn.readable = false;
@@ -564,7 +603,8 @@ impl<S, V> ParserThread<S, V> {
     fn handle_frames(&mut self, key: usize) {
         let conn = &mut self.conns[key];
         let framed = conn.input.framed();
-        self.worker.handle_input(&mut conn.input, &mut conn.session);
+        let handled = self.worker.handle_input(&mut conn.input, &mut conn.session);
+        conn.input_held = handled == Handled::Held;
         if conn.input.is_mid_message() || conn.incomplete_by.is_some() {
             let limit = self.worker.limits.incomplete_timeout;
             conn.track_incomplete(framed, Instant::now(), limit);
@@ -599,6 +639,10 @@ impl<S, V> ParserThread<S, V> {
         let mut conn = self.conns.remove(key);
         let _ = conn.stream.deregister(self.poll.registry());
         conn.track_pause(false, &self.worker.stats.threads[self.worker.thread].paused);
+        let counters = &self.worker.stats.threads[self.worker.thread];
+        let held = counters.held_bytes.load(Ordering::Relaxed);
+        let withdrawn = conn.session.budget.withdraw() as u64;
+        counters.held_bytes.store(held.saturating_sub(withdrawn), Ordering::Relaxed);
         if !conn.refused {
             bump(&self.worker.stats.threads[self.worker.thread].closed);
         }

@@ -59,6 +59,11 @@ pub(crate) struct ThreadStats {
     pub(crate) error_classes: [AtomicU64; ERROR_CLASSES.len()],
     /// Connections of this thread whose reading is paused by the byte budget now (a gauge).
     pub(crate) paused: AtomicU64,
+    /// Bytes held by this thread's connections, as counted by their budgets (a gauge,
+    /// updated once per connection turn).
+    pub(crate) held_bytes: AtomicU64,
+    /// The most one connection of this thread has held at the end of a turn.
+    pub(crate) peak_conn_bytes: AtomicU64,
     /// OOB service time: argument decoding, handler and reply encoding on this thread.
     pub(crate) oob_latency: LatencyBuckets,
 }
@@ -247,6 +252,15 @@ impl Stats {
             uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             threads: self.threads.len(),
             connections: Connections { accepted, open: accepted - sum(|t| &t.closed) },
+            memory: Memory {
+                held: sum(|t| &t.held_bytes),
+                peak_conn: self
+                    .threads
+                    .iter()
+                    .map(|t| t.peak_conn_bytes.load(Ordering::Relaxed))
+                    .max()
+                    .unwrap_or(0),
+            },
             requests: Requests {
                 oob: sum(|t| &t.oob),
                 inband: sum(|t| &t.inband),
@@ -277,6 +291,8 @@ pub struct StatsSnapshot {
     pub threads: usize,
     /// Connection counts.
     pub connections: Connections,
+    /// Bytes held for connections, as their byte budgets count them.
+    pub memory: Memory,
     /// Request counts.
     pub requests: Requests,
     /// Executor queue.
@@ -292,6 +308,17 @@ pub struct Connections {
     pub accepted: u64,
     /// Open now.
     pub open: u64,
+}
+
+/// Bytes held for connections (requests read, replies owed, buffers), as counted by the
+/// per-connection byte budgets.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct Memory {
+    /// Held now, all connections.
+    pub held: u64,
+    /// The most any one connection has held at the end of a loop turn since start.
+    pub peak_conn: u64,
 }
 
 /// Request counts since start.

@@ -68,8 +68,9 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_inflight_per_conn)]
     max_inflight: usize,
 
-    /// Parked request bytes plus unsent reply bytes per connection beyond which the
-    /// engine stops reading that socket.
+    /// Bytes one connection may make the engine hold (parked requests, replies owed, unsent
+    /// output, read buffer) beyond which the engine stops reading and handling its input.
+    /// At least twice --max-message and 64 KiB.
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().conn_budget_bytes)]
     conn_budget: usize,
 

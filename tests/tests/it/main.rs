@@ -4,6 +4,7 @@
 //! nothing sleeps to let things settle: order is forced with `stall`/`release` and OOB probes.
 
 mod bad_input;
+mod budget;
 mod closing;
 mod flow;
 mod ids;
