@@ -72,6 +72,13 @@ pub struct Limits {
     /// one go; this ends clients that hold a connection with a message they never finish.
     /// Idle connections with nothing buffered are never timed out. Zero disables it.
     pub incomplete_timeout: std::time::Duration,
+    /// Bytes all connections together may make the engine hold (each counted as for
+    /// `conn_budget_bytes`). Past it, the connections holding more than their fair share
+    /// (this limit divided by the open connections, beyond their initial read buffer) stop
+    /// reading and handling input until memory drains; the others go on, so their OOB
+    /// requests still run. Nothing read is dropped. 0 (the default): derived at start from
+    /// the machine, a quarter of `MemTotal` in `/proc/meminfo`, at most 4 GiB.
+    pub memory_limit_bytes: usize,
 }
 
 impl Limits {
@@ -91,6 +98,7 @@ impl Default for Limits {
             max_connections: 0,
             negotiation_timeout: std::time::Duration::from_secs(30),
             incomplete_timeout: std::time::Duration::from_secs(30),
+            memory_limit_bytes: 0,
         }
     }
 }
@@ -132,6 +140,10 @@ impl Config {
             self.limits.max_connections = crate::admission::default_max_connections(fd_limit);
         }
         tracing::debug!(fd_limit, max_connections = self.limits.max_connections, "admission");
+        if self.limits.memory_limit_bytes == 0 {
+            self.limits.memory_limit_bytes = crate::budget::default_memory_limit();
+        }
+        tracing::debug!(memory_limit = self.limits.memory_limit_bytes, "memory");
         let limits = &self.limits;
         if limits.max_message_bytes < 64 {
             return Err(Error::Config("max_message_bytes must be at least 64".into()));

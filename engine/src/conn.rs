@@ -16,7 +16,7 @@ use mio::event::Source;
 use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
 
-use crate::budget::ConnBudget;
+use crate::budget::{ConnBudget, MemoryBudget, Pause};
 use crate::call::Call;
 use crate::framer::{Framer, Step};
 use crate::job::ConnId;
@@ -370,7 +370,7 @@ impl<S, V> Conn<S, V> {
     ) -> Self {
         let input = Input::new(max_message);
         let mut session = Session::new(id, dialect, budget);
-        session.budget.set_read_buffer(input.capacity());
+        session.budget = ConnBudget::new(budget).with_base(input.capacity());
         Conn {
             stream,
             input,
@@ -399,9 +399,9 @@ impl<S, V> Conn<S, V> {
         }
     }
 
-    /// Over its byte budget: reads and handles no more input.
-    pub(crate) fn is_over_budget(&self) -> bool {
-        self.session.budget.is_over()
+    /// Whether the budgets stop this connection's reading and handling now, and why.
+    pub(crate) fn pause(&self, memory: &MemoryBudget) -> Option<Pause> {
+        self.session.budget.pause(memory)
     }
 
     /// Nothing left to read or write this turn: big buffers go back.

@@ -99,7 +99,8 @@ impl<S, V> Worker<S, V> {
     pub(crate) fn handle_input(&mut self, input: &mut Input, conn: &mut Session<S, V>) -> Handled {
         while !conn.closing {
             conn.sync_unsent();
-            if conn.budget.is_over() {
+            conn.budget.publish_if_due(&self.stats.memory);
+            if conn.budget.pause(&self.stats.memory).is_some() {
                 return Handled::Held;
             }
             match input.next_frame() {
@@ -323,7 +324,8 @@ impl<S, V> Worker<S, V> {
         let job = Job { conn: conn.id, work: Work::Call(call) };
         let to = ReplyTo { form, id: IdBuf::new(&self.id) };
         let limit = self.limits.max_inflight_per_conn;
-        match conn.lane.push_job(to, job, bytes, limit, &mut self.jobs, &mut conn.budget) {
+        let (jobs, memory) = (&mut self.jobs, &self.stats.memory);
+        match conn.lane.push_job(to, job, bytes, limit, jobs, &mut conn.budget, memory) {
             Pushed::Submitted => {}
             Pushed::Parked | Pushed::ParkedFull => bump(&self.counters().parked),
         }

@@ -252,7 +252,8 @@ impl Pipeline {
         let limit = self.harness.worker.limits.max_inflight_per_conn;
         while !self.session.lane.is_idle() {
             let session = &mut self.session;
-            session.lane.submit_parked(limit, &mut self.harness.worker.jobs, &mut session.budget);
+            let (jobs, memory) = (&mut self.harness.worker.jobs, &self.harness.worker.stats.memory);
+            session.lane.submit_parked(limit, jobs, &mut session.budget, memory);
             let session = &mut self.session;
             self.harness.round(|done| session.complete(&mut *done.call));
         }

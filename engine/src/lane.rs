@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 
-use crate::budget::ConnBudget;
+use crate::budget::{ConnBudget, MemoryBudget};
 use crate::job::{Job, JobSender};
 use crate::reply::ReplyTo;
 
@@ -90,8 +90,9 @@ impl<S, V> Lane<S, V> {
         limit: usize,
         jobs: &mut JobSender<S, V>,
         budget: &mut ConnBudget,
+        memory: &MemoryBudget,
     ) -> Pushed {
-        if self.has_parked() || self.inflight >= limit || !budget.may_submit() {
+        if self.has_parked() || self.inflight >= limit || !budget.may_submit(memory) {
             self.park(to, job, bytes, budget);
             return Pushed::Parked;
         }
@@ -122,6 +123,7 @@ impl<S, V> Lane<S, V> {
         limit: usize,
         jobs: &mut JobSender<S, V>,
         budget: &mut ConnBudget,
+        memory: &MemoryBudget,
     ) -> bool {
         while self.unparked < self.entries.len() {
             let slot = &mut self.entries[self.unparked];
@@ -129,7 +131,8 @@ impl<S, V> Lane<S, V> {
                 self.unparked += 1; // ready replies need no executor slot
                 continue;
             }
-            if self.inflight >= limit || !budget.may_submit() {
+            budget.publish_if_due(memory);
+            if self.inflight >= limit || !budget.may_submit(memory) {
                 return true;
             }
             let Entry::Parked { to, job, bytes } =
@@ -225,11 +228,12 @@ mod tests {
         let (mut jobs, rx) = sender(8);
         let mut lane = TestLane::default();
         let mut b = ConnBudget::new(1 << 20);
+        let m = MemoryBudget::new(usize::MAX);
         let mut out = Vec::new();
-        assert_eq!(lane.push_job(to(b"1"), job(), 10, 2, &mut jobs, &mut b), Pushed::Submitted);
+        assert_eq!(lane.push_job(to(b"1"), job(), 10, 2, &mut jobs, &mut b, &m), Pushed::Submitted);
         lane.push_ready(b"E2\n".to_vec(), &mut b);
-        assert_eq!(lane.push_job(to(b"3"), job(), 10, 2, &mut jobs, &mut b), Pushed::Submitted);
-        assert_eq!(lane.push_job(to(b"4"), job(), 10, 2, &mut jobs, &mut b), Pushed::Parked);
+        assert_eq!(lane.push_job(to(b"3"), job(), 10, 2, &mut jobs, &mut b, &m), Pushed::Submitted);
+        assert_eq!(lane.push_job(to(b"4"), job(), 10, 2, &mut jobs, &mut b, &m), Pushed::Parked);
         lane.push_ready(b"E5\n".to_vec(), &mut b);
         let two_in_flight = 2 * REPLY_ESTIMATE;
         assert_eq!(b.held(), 10 + 3 + 3 + two_in_flight, "one parked request, two ready replies");
@@ -237,7 +241,7 @@ mod tests {
 
         answered(&mut jobs, &rx);
         fail(&mut lane, &mut out, &mut b);
-        assert!(lane.submit_parked(2, &mut jobs, &mut b), "one slot freed, credits left");
+        assert!(lane.submit_parked(2, &mut jobs, &mut b, &m), "one slot freed, credits left");
         assert_eq!(b.held(), 3 + two_in_flight, "E5 waits behind requests 3 and 4");
         fail(&mut lane, &mut out, &mut b);
         answered(&mut jobs, &rx);
@@ -256,12 +260,13 @@ mod tests {
         let (mut jobs, rx) = sender(1);
         let mut lane = TestLane::default();
         let mut b = ConnBudget::new(1 << 20);
-        assert_eq!(lane.push_job(to(b"1"), job(), 5, 8, &mut jobs, &mut b), Pushed::Submitted);
-        assert_eq!(lane.push_job(to(b"2"), job(), 5, 8, &mut jobs, &mut b), Pushed::ParkedFull);
+        let m = MemoryBudget::new(usize::MAX);
+        assert_eq!(lane.push_job(to(b"1"), job(), 5, 8, &mut jobs, &mut b, &m), Pushed::Submitted);
+        assert_eq!(lane.push_job(to(b"2"), job(), 5, 8, &mut jobs, &mut b, &m), Pushed::ParkedFull);
         assert!(lane.waits_for_credit(8));
-        assert!(!lane.submit_parked(8, &mut jobs, &mut b));
+        assert!(!lane.submit_parked(8, &mut jobs, &mut b, &m));
         answered(&mut jobs, &rx);
-        assert!(lane.submit_parked(8, &mut jobs, &mut b));
+        assert!(lane.submit_parked(8, &mut jobs, &mut b, &m));
         assert!(!lane.has_parked());
     }
 }

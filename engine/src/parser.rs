@@ -15,6 +15,7 @@ use mio::{Events, Poll, Token};
 use slab::Slab;
 
 use crate::admission::{Admission, Admitted};
+use crate::budget::Pause;
 use crate::conn::{Conn, Dialect, LINGER, Stream, Timeout};
 use crate::dispatch::{Handled, Worker};
 use crate::job::{Arrival, ConnId, Controller, Done, Exchange, Flushed, Mailbox, Work};
@@ -42,6 +43,10 @@ const KEPT_RETRY: Duration = Duration::from_millis(1);
 /// pass over the connections per tick, never a clock read or a timer per request. A
 /// deadline is therefore late by up to this much, which no timeout here needs to beat.
 const DEADLINE_TICK: Duration = Duration::from_millis(100);
+/// How often connections paused by the server's memory limit are looked at while memory
+/// stays over it: often enough that a drain elsewhere resumes them promptly, rare enough to
+/// cost nothing with thousands paused.
+const HELD_BACK_RETRY: Duration = Duration::from_millis(10);
 
 /// One parser thread's loop state.
 pub(crate) struct ParserThread<S, V> {
@@ -73,6 +78,11 @@ pub(crate) struct ParserThread<S, V> {
     next_sweep: Option<Instant>,
     /// Connections whose deadline passed (reused by the sweep).
     expired: Vec<usize>,
+    /// Connections paused by the server's memory limit ([`Pause::Shared`]): memory drains
+    /// on other threads too, with no event here, so they are retried on a timer.
+    held_back: Vec<usize>,
+    /// The next timed retry of `held_back`.
+    held_back_at: Option<Instant>,
 }
 
 impl<S, V> ParserThread<S, V> {
@@ -98,6 +108,8 @@ impl<S, V> ParserThread<S, V> {
             admission,
             next_sweep: None,
             expired: Vec::new(),
+            held_back: Vec::new(),
+            held_back_at: None,
         };
         for (i, listener) in thread.listeners.iter_mut().enumerate() {
             listener.register(thread.poll.registry(), Token(LISTENER_BASE - i))?;
@@ -134,6 +146,7 @@ impl<S, V> ParserThread<S, V> {
             self.sweep_deadlines();
             self.drain_inbox();
             self.retry_waiting_credit();
+            self.retry_held_back();
             self.service_active();
         }
         self.finish();
@@ -156,7 +169,8 @@ impl<S, V> ParserThread<S, V> {
         let until = |at: Instant| at.saturating_duration_since(now);
         let drain = self.drain_until.map(until);
         let sweep = self.next_sweep.map(until);
-        [drain, sweep, self.admission.retry_in()].into_iter().flatten().min()
+        let held_back = (!self.held_back.is_empty()).then_some(HELD_BACK_RETRY);
+        [drain, sweep, held_back, self.admission.retry_in()].into_iter().flatten().min()
     }
 
     /// With jobs in flight, the executor usually answers within a few µs: poll the mailbox
@@ -255,6 +269,7 @@ impl<S, V> ParserThread<S, V> {
             self.arm_sweep(at);
         }
         bump(&self.worker.stats.threads[self.worker.thread].accepted);
+        self.worker.stats.memory.opened();
         tracing::debug!(thread = self.worker.thread, key, "connection accepted");
         self.activate(key);
     }
@@ -416,6 +431,22 @@ impl<S, V> ParserThread<S, V> {
         }
     }
 
+    /// Connections paused by the server's memory limit get a turn once memory is back under
+    /// it, or once per [`HELD_BACK_RETRY`] (their share grows as connections close).
+    fn retry_held_back(&mut self) {
+        if self.held_back.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let due = self.held_back_at.is_none_or(|at| now >= at);
+        if due || !self.worker.stats.memory.is_over() {
+            self.held_back_at = Some(now + HELD_BACK_RETRY);
+            for key in std::mem::take(&mut self.held_back) {
+                self.activate(key);
+            }
+        }
+    }
+
     fn retry_waiting_credit(&mut self) {
         for key in std::mem::take(&mut self.waiting_credit) {
             self.activate(key);
@@ -478,12 +509,14 @@ impl<S, V> ParserThread<S, V> {
             return;
         }
         // Read but not handled yet: handled even while draining (nothing read is dropped).
-        if conn.input_held && !conn.is_over_budget() {
+        if conn.input_held && conn.pause(&self.worker.stats.memory).is_none() {
             self.handle_frames(key);
         }
         if self.drain_until.is_none() {
             self.read(key);
         }
+        // At once, not at the end of the turn: the next connection's reading must see it.
+        self.publish_held(key);
     }
 
     /// Parked jobs go to the executor as far as the in-flight limit and credits allow.
@@ -491,7 +524,8 @@ impl<S, V> ParserThread<S, V> {
         let limit = self.worker.limits.max_inflight_per_conn;
         let session = &mut self.conns[key].session;
         if session.lane.has_parked() {
-            session.lane.submit_parked(limit, &mut self.worker.jobs, &mut session.budget);
+            let (jobs, memory) = (&mut self.worker.jobs, &self.worker.stats.memory);
+            session.lane.submit_parked(limit, jobs, &mut session.budget, memory);
         }
     }
 
@@ -514,7 +548,11 @@ impl<S, V> ParserThread<S, V> {
     /// stopped its reading.
     fn settle(&mut self, key: usize) {
         self.conns[key].session.sync_unsent();
-        let paused = self.is_paused(key);
+        let pause = self.conns[key].pause(&self.worker.stats.memory);
+        let paused = pause.is_some();
+        if pause == Some(Pause::Shared) {
+            self.held_back.push(key);
+        }
         self.conns[key].track_pause(paused, &self.worker.stats.threads[self.worker.thread].paused);
         if !paused {
             self.conns[key].shrink_if_quiet();
@@ -549,13 +587,11 @@ impl<S, V> ParserThread<S, V> {
         }
     }
 
-    /// Adds the connection's change in held bytes to the thread's gauge and notes its peak.
+    /// Adds the connection's change in held bytes to the server's total and notes its peak.
     fn publish_held(&mut self, key: usize) {
         let counters = &self.worker.stats.threads[self.worker.thread];
         let budget = &mut self.conns[key].session.budget;
-        let delta = budget.publish();
-        let held = counters.held_bytes.load(Ordering::Relaxed);
-        counters.held_bytes.store(held.saturating_add_signed(delta as i64), Ordering::Relaxed);
+        self.worker.stats.memory.add(budget.publish());
         let now = budget.held() as u64;
         if now > counters.peak_conn_bytes.load(Ordering::Relaxed) {
             counters.peak_conn_bytes.store(now, Ordering::Relaxed);
@@ -563,7 +599,7 @@ impl<S, V> ParserThread<S, V> {
     }
 
     fn is_paused(&self, key: usize) -> bool {
-        self.conns[key].is_over_budget()
+        self.conns[key].pause(&self.worker.stats.memory).is_some()
     }
 
     fn is_answered(&self, key: usize) -> bool {
@@ -575,7 +611,8 @@ impl<S, V> ParserThread<S, V> {
     fn read(&mut self, key: usize) {
         for _ in 0..READS_PER_TURN {
             let conn = &mut self.conns[key];
-            let stop = conn.session.closing;
+            // Unhandled messages wait in the buffer: reading more would only grow it.
+            let stop = conn.session.closing || conn.input_held;
             if stop || !conn.readable || conn.read_closed || conn.broken || self.is_paused(key) {
                 return;
             }
@@ -639,11 +676,10 @@ impl<S, V> ParserThread<S, V> {
         let mut conn = self.conns.remove(key);
         let _ = conn.stream.deregister(self.poll.registry());
         conn.track_pause(false, &self.worker.stats.threads[self.worker.thread].paused);
-        let counters = &self.worker.stats.threads[self.worker.thread];
-        let held = counters.held_bytes.load(Ordering::Relaxed);
-        let withdrawn = conn.session.budget.withdraw() as u64;
-        counters.held_bytes.store(held.saturating_sub(withdrawn), Ordering::Relaxed);
+        let memory = &self.worker.stats.memory;
+        memory.add(-(conn.session.budget.withdraw() as isize));
         if !conn.refused {
+            memory.closed();
             bump(&self.worker.stats.threads[self.worker.thread].closed);
         }
         tracing::debug!(thread = self.worker.thread, key, "connection closed");

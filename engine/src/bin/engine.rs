@@ -102,6 +102,12 @@ struct Cli {
     /// gets one error and is disconnected (0 disables). Idle connections are never timed out.
     #[arg(long, value_name = "SECS", default_value_t = Limits::default().incomplete_timeout.as_secs())]
     incomplete_timeout: u64,
+
+    /// Bytes all connections together may make the engine hold; past it, the connections
+    /// holding more than their fair share stop being read until memory drains. Default:
+    /// a quarter of the machine's memory, at most 4 GiB.
+    #[arg(long, value_name = "BYTES", default_value_t = 0, hide_default_value = true)]
+    memory_limit: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -129,6 +135,7 @@ fn main() -> anyhow::Result<()> {
             max_connections: cli.max_connections,
             negotiation_timeout: Duration::from_secs(cli.negotiation_timeout),
             incomplete_timeout: Duration::from_secs(cli.incomplete_timeout),
+            memory_limit_bytes: cli.memory_limit,
         },
         metrics: cli.metrics,
         ..Config::default()

@@ -88,3 +88,77 @@ fn a_client_asking_for_large_replies_without_reading_is_held_to_the_budget() {
     let peak = stats["memory"]["peak-conn"].as_u64().unwrap() as usize;
     assert!(peak <= 8 * BUDGET, "one connection held {peak} bytes, budget {}", 4 * BUDGET);
 }
+
+/// The server's limit in the global test: small, so that a few connections reach it.
+const MEMORY_LIMIT: usize = 512 * 1024;
+/// Connections pipelining behind the stall.
+const PIPELINERS: usize = 12;
+/// Requests each sends: 12 x 3,000 x ~60 bytes, about 4 times the limit.
+const PIPELINED: usize = 3_000;
+
+#[test]
+fn past_the_memory_limit_reading_stops_and_every_request_is_answered_in_order() {
+    let mut config = test_config();
+    config.limits.memory_limit_bytes = MEMORY_LIMIT;
+    let server = start_server_with(config);
+    let mut staller = Client::negotiated(&server.addr);
+    let mut probe = Client::negotiated(&server.addr);
+    staller.send(r#"{"execute":"stall","id":"s"}"#);
+    tests::wait_until_executor_busy(&mut probe);
+    let mut clients: Vec<Client> =
+        (0..PIPELINERS).map(|_| Client::negotiated(&server.addr)).collect();
+    let senders: Vec<_> = clients
+        .iter()
+        .map(|client| {
+            let mut writer = client.clone_writer();
+            std::thread::spawn(move || {
+                let requests: String = (0..PIPELINED)
+                    .map(|i| {
+                        format!(r#"{{"execute":"counter-add","arguments":{{"delta":1}},"id":{i}}}"#)
+                    })
+                    .collect();
+                writer.send(&requests);
+            })
+        })
+        .collect();
+    // Reading stops for the connections over their share once the limit is reached (and for
+    // every connection holding anything once past the limit's 1/16 slack); a connection
+    // holding nothing (the probe) is still served out of band meanwhile. What two parser
+    // threads may have read but not yet counted: one read buffer each.
+    let one_read_per_thread = 2 * (16 * 1024 + 64);
+    let bound = (MEMORY_LIMIT + MEMORY_LIMIT / 16 + one_read_per_thread) as u64;
+    let deadline = std::time::Instant::now() + READ_TIMEOUT;
+    loop {
+        let memory = probe.request(r#"{"exec-oob":"query-stats"}"#)["return"]["memory"].clone();
+        assert!(memory["peak"].as_u64().unwrap() <= bound, "over the limit: {memory}");
+        if memory["held"].as_u64().unwrap() >= MEMORY_LIMIT as u64 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the limit was never reached: {memory}");
+        std::thread::yield_now();
+    }
+    assert_eq!(probe.request(r#"{"exec-oob":"ping","id":"p"}"#), json!({"return":{},"id":"p"}));
+    assert_eq!(
+        probe.request(r#"{"exec-oob":"release","id":"r"}"#),
+        json!({"return":{"released":1},"id":"r"})
+    );
+    assert_eq!(staller.recv(), json!({"return":{"released":true},"id":"s"}));
+    let mut values = Vec::with_capacity(PIPELINERS * PIPELINED);
+    for client in &mut clients {
+        for i in 0..PIPELINED {
+            let reply = client.recv();
+            assert_eq!(reply["id"], i, "each request answered once, in order");
+            values.push(reply["return"]["value"].as_i64().unwrap());
+        }
+    }
+    for sender in senders {
+        sender.join().unwrap();
+    }
+    values.sort_unstable();
+    assert!(
+        values == (1..=(PIPELINERS * PIPELINED) as i64).collect::<Vec<_>>(),
+        "every add ran once"
+    );
+    let memory = probe.request(r#"{"exec-oob":"query-stats"}"#)["return"]["memory"].clone();
+    assert!(memory["peak"].as_u64().unwrap() <= bound, "over the limit: {memory}");
+}
