@@ -237,6 +237,11 @@ impl Output {
         let n = dst.write(&self.buf[self.sent..])?;
         self.sent += n;
         if self.sent < self.buf.len() {
+            // A slow reader: drop the written half rather than let written bytes pile up.
+            if self.sent >= self.buf.len() / 2 {
+                self.buf.drain(..self.sent);
+                self.sent = 0;
+            }
             return Ok(false);
         }
         self.buf.clear();
@@ -349,7 +354,8 @@ impl<S, V> Session<S, V> {
     }
 
     /// Brings the budget's count of unsent output up to date (the encoders append to the
-    /// write buffer directly).
+    /// write buffer directly). The bytes unsent are counted, not the capacity: a buffer
+    /// kept for reuse must not keep a small budget paused with nothing to send.
     pub(crate) fn sync_unsent(&mut self) {
         self.budget.set_unsent(self.output.pending());
     }
