@@ -3,7 +3,8 @@
 //! every new connection through [`Admission::try_accept`].
 //!
 //! Past the cap (`Limits::max_connections`, shared by all parser threads), a new connection
-//! gets one error in its listener's dialect and is closed. When `accept` fails with
+//! gets one error in its listener's dialect and is closed, lingering (the parser thread
+//! discards its input until its end of stream, so no reset destroys the error). When `accept` fails with
 //! `EMFILE`/`ENFILE`, the thread gives up its reserve descriptor, accepts, answers the same
 //! kind of error and shuts the socket down, so the listener's queue keeps draining and no
 //! client waits on a backlog that nobody reads. The refused socket itself becomes the new
@@ -71,6 +72,17 @@ pub(crate) fn raise_fd_limit() -> u64 {
 pub(crate) fn default_max_connections(fd_limit: u64) -> usize {
     let headroom = MIN_HEADROOM.max(fd_limit / HEADROOM_FRACTION);
     usize::try_from(fd_limit.saturating_sub(headroom).max(1)).unwrap_or(usize::MAX)
+}
+
+/// A connection taken from a listener.
+#[derive(Debug)]
+pub(crate) enum Admitted {
+    /// To be served.
+    Serve(Stream),
+    /// Refused at the cap: its error is written and its FIN sent; the parser thread keeps it
+    /// for a lingering close (it may hold input already, and closing it now would reset it,
+    /// destroying the error). It does not count as an open connection.
+    Refused(Stream),
 }
 
 /// Why a connection is refused (its error's text).
@@ -166,17 +178,23 @@ impl Admission {
     /// The next connection from `listener` to serve, refusing those past the cap or past the
     /// descriptor limit on the way. `None`: nothing more to accept now (the queue is empty,
     /// or this thread is out of descriptors and will retry after [`Admission::retry_in`]).
-    pub(crate) fn try_accept(&mut self, listener: &Listener, stats: &Stats) -> Option<Stream> {
+    pub(crate) fn try_accept(&mut self, listener: &Listener, stats: &Stats) -> Option<Admitted> {
         loop {
             let open = open_connections(stats);
             match listener.accept() {
-                Ok(stream) if open >= self.max_connections => {
-                    self.refuse(stream, listener.dialect, Refusal::Cap(self.max_connections));
+                Ok(mut stream) if open >= self.max_connections => {
+                    let why = Refusal::Cap(self.max_connections);
+                    if self.reserve.is_some() {
+                        self.answer_refusal(&mut stream, listener.dialect, why);
+                        let _ = stream.shutdown_write();
+                        return Some(Admitted::Refused(stream));
+                    }
+                    self.refuse(stream, listener.dialect, why);
                 }
                 Ok(stream) if open >= stats.fd_cap.load(Ordering::Relaxed) => {
                     self.refuse(stream, listener.dialect, Refusal::NoDescriptors);
                 }
-                Ok(stream) => return Some(stream),
+                Ok(stream) => return Some(Admitted::Serve(stream)),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return None,
                 Err(e) if is_transient(&e) => {}
                 Err(e) if is_out_of_descriptors(&e) => {
@@ -242,6 +260,18 @@ impl Admission {
     /// Answers one error in the listener's dialect and shuts the connection down; keeps
     /// its descriptor as the reserve if the reserve is missing, else closes it.
     fn refuse(&mut self, mut stream: Stream, dialect: Dialect, why: Refusal) {
+        self.answer_refusal(&mut stream, dialect, why);
+        let _ = match &stream {
+            Stream::Tcp(s) => s.shutdown(Shutdown::Both),
+            Stream::Unix(s) => s.shutdown(Shutdown::Both),
+        };
+        if self.reserve.is_none() {
+            self.reserve = Some(Spare::Socket(stream));
+        }
+    }
+
+    /// Writes the refusal's error in the listener's dialect and counts the warning.
+    fn answer_refusal(&mut self, stream: &mut Stream, dialect: Dialect, why: Refusal) {
         let err = CommandError::generic(why.describe());
         self.scratch.clear();
         match dialect {
@@ -250,13 +280,6 @@ impl Admission {
         }
         // A fresh socket's send buffer takes a line; if not, the client gets only the close.
         let _ = stream.write(&self.scratch);
-        let _ = match &stream {
-            Stream::Tcp(s) => s.shutdown(Shutdown::Both),
-            Stream::Unix(s) => s.shutdown(Shutdown::Both),
-        };
-        if self.reserve.is_none() {
-            self.reserve = Some(Spare::Socket(stream));
-        }
         let warning = match why {
             Refusal::Cap(_) => &mut self.refused_cap,
             Refusal::NoDescriptors => &mut self.refused_fds,

@@ -45,8 +45,10 @@ pub struct Limits {
     /// In-band requests of one connection submitted to the executor at once; later ones are
     /// parked in the connection (reading and OOB go on). QEMU's equivalent is 8.
     pub max_inflight_per_conn: usize,
-    /// Parked request bytes plus unsent reply bytes of one connection beyond which the engine
-    /// stops reading that socket until the client catches up.
+    /// Bytes one connection may make the engine hold (parked requests, replies owed, with an
+    /// estimate for those still with the executor, unsent output, and its read buffer) beyond
+    /// which the engine stops reading and handling its input, and submits no more of its
+    /// jobs, until the client catches up. At least twice `max_message_bytes` and 64 KiB.
     pub conn_budget_bytes: usize,
     /// In-band jobs outstanding (handed to the executor and not yet answered) across all
     /// parser threads, enforced by credits (`job.rs`). Beyond it jobs park in their
@@ -59,6 +61,31 @@ pub struct Limits {
     /// `Server::start` first raises to its hard limit, leaving headroom (at least 64, or a
     /// sixteenth) for the engine's own descriptors: 960 at a limit of 1024.
     pub max_connections: usize,
+    /// How long a QMP client has, from its connection, to finish capabilities negotiation
+    /// (`qmp_capabilities`); past it the connection gets one `GenericError` without id and
+    /// is closed. Real clients negotiate at once; this ends connections that never do.
+    /// Zero disables it. Negotiated sessions are never timed out, however long they stay
+    /// idle (libvirt keeps its QMP connections idle for days).
+    pub negotiation_timeout: std::time::Duration,
+    /// How long a message may stay incomplete (begun, not finished, counted from its first
+    /// byte: trickling more bytes does not extend it); past it the connection gets one error
+    /// without id (JSON-RPC: `"id": null`) and is closed. Real clients send a message in
+    /// one go; this ends clients that hold a connection with a message they never finish.
+    /// Idle connections with nothing buffered are never timed out. Zero disables it.
+    pub incomplete_timeout: std::time::Duration,
+    /// Bytes all connections together may make the engine hold (each counted as for
+    /// `conn_budget_bytes`). Past it, the connections holding more than their fair share
+    /// (this limit divided by the open connections, beyond their initial read buffer) stop
+    /// reading and handling input until memory drains; the others go on, so their OOB
+    /// requests still run. Nothing read is dropped. 0 (the default): derived at start from
+    /// the machine, a quarter of `MemTotal` in `/proc/meminfo`, at most 4 GiB.
+    pub memory_limit_bytes: usize,
+}
+
+impl Limits {
+    /// The smallest `conn_budget_bytes`: room for the read buffer's initial 16 KiB and a
+    /// few replies.
+    pub const MIN_BUDGET: usize = 64 * 1024;
 }
 
 impl Default for Limits {
@@ -70,6 +97,9 @@ impl Default for Limits {
             queue_capacity: 16 * 1024,
             drain_timeout: std::time::Duration::from_secs(5),
             max_connections: 0,
+            negotiation_timeout: std::time::Duration::from_secs(30),
+            incomplete_timeout: std::time::Duration::from_secs(30),
+            memory_limit_bytes: 0,
         }
     }
 }
@@ -111,6 +141,10 @@ impl Config {
             self.limits.max_connections = crate::admission::default_max_connections(fd_limit);
         }
         tracing::debug!(fd_limit, max_connections = self.limits.max_connections, "admission");
+        if self.limits.memory_limit_bytes == 0 {
+            self.limits.memory_limit_bytes = crate::budget::default_memory_limit();
+        }
+        tracing::debug!(memory_limit = self.limits.memory_limit_bytes, "memory");
         let limits = &self.limits;
         if limits.max_message_bytes < 64 {
             return Err(Error::Config("max_message_bytes must be at least 64".into()));
@@ -118,8 +152,12 @@ impl Config {
         if limits.max_inflight_per_conn == 0 || limits.queue_capacity == 0 {
             return Err(Error::Config("in-flight limit and queue capacity must be > 0".into()));
         }
-        if limits.conn_budget_bytes < limits.max_message_bytes {
-            return Err(Error::Config("conn_budget_bytes must be >= max_message_bytes".into()));
+        // The read buffer (up to a message plus one read) is on the budget: the budget must
+        // leave room for it beyond it, or a connection could pause on its own buffer.
+        if limits.conn_budget_bytes < (2 * limits.max_message_bytes).max(Limits::MIN_BUDGET) {
+            return Err(Error::Config(
+                "conn_budget_bytes must be >= 2 x max_message_bytes and >= 64 KiB".into(),
+            ));
         }
         if matches!(self.metrics, Some(Address::Unix(_))) {
             return Err(Error::Config("the metrics endpoint needs a tcp: address".into()));

@@ -18,12 +18,21 @@ use crate::executor::contain_panic;
 use crate::framer::{Frame, Step, copy_compact};
 use crate::job::{Job, JobSender, Work};
 use crate::jsonrpc;
-use crate::lane::{Lane, Pushed};
+use crate::lane::Pushed;
 use crate::peek::{Peeker, members};
 use crate::qmp::{self, CapabilitiesArgs, Mode, Target};
 use crate::registry::{Command, CommandError, Ctx, Lane as CommandLane, ServerInfo};
 use crate::reply::{self, Form, IdBuf, ReplyTo};
 use crate::stats::{Stats, ThreadStats, bump};
+
+/// How far [`Worker::handle_input`] got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Handled {
+    /// Every complete message (or the session is closing).
+    All,
+    /// Stopped at the byte budget; complete messages may be left in the buffer.
+    Held,
+}
 
 /// The commands, types erased, shared read-only by all parser threads.
 pub(crate) type Commands<S, V> = std::collections::HashMap<String, Command<S, V>>;
@@ -87,9 +96,16 @@ impl<S, V> Worker<S, V> {
     }
 
     /// Handles every complete message in a connection's read buffer. Stops at a protocol
-    /// error that closes the session (JSON-RPC).
-    pub(crate) fn handle_input(&mut self, input: &mut Input, conn: &mut Session<S, V>) {
+    /// error that closes the session (JSON-RPC), and when the connection's byte budget is
+    /// reached: then the rest stays in the buffer ([`Handled::Held`]), the framer resumes
+    /// there next time.
+    pub(crate) fn handle_input(&mut self, input: &mut Input, conn: &mut Session<S, V>) -> Handled {
         while !conn.closing {
+            conn.sync_unsent();
+            conn.budget.publish_if_due(&self.stats.memory);
+            if conn.budget.pause(&self.stats.memory).is_some() {
+                return Handled::Held;
+            }
             match input.next_frame() {
                 Step::Frame(frame) => self.on_frame(input, conn, frame),
                 Step::TooLarge => {
@@ -99,9 +115,10 @@ impl<S, V> Worker<S, V> {
                         &format!("JSON parse error, message exceeds {limit} bytes"),
                     );
                 }
-                Step::Incomplete => return,
+                Step::Incomplete => return Handled::All,
             }
         }
+        Handled::All
     }
 
     /// Handles one framed message of a connection.
@@ -217,6 +234,21 @@ impl<S, V> Worker<S, V> {
         self.answer_error(conn, false, form, &CommandError::parse(desc));
     }
 
+    /// A timeout ends the session: one error without id (JSON-RPC: `"id": null`), in order
+    /// after the replies owed; no more input is handled.
+    pub(crate) fn time_out(&mut self, conn: &mut Session<S, V>, desc: &str) {
+        self.id.clear();
+        let form = match conn.dialect {
+            Dialect::Qmp => Form::Qmp,
+            Dialect::JsonRpc => {
+                self.id.extend_from_slice(b"null");
+                conn.rpc_form
+            }
+        };
+        conn.closing = true;
+        self.answer_error(conn, false, form, &CommandError::generic(desc));
+    }
+
     /// The key `"id"` written with escapes escapes the framer: re-encode the id from the tape.
     fn recover_escaped_id(&mut self, nodes: &[Node<'_>]) {
         let Some((_, value)) = members(nodes).find(|(k, _)| *k == "id") else { return };
@@ -237,7 +269,7 @@ impl<S, V> Worker<S, V> {
         if oob {
             reply::error(&mut conn.output.buf, form, err, id);
         } else {
-            in_order(&mut conn.lane, &mut conn.output.buf, |out| reply::error(out, form, err, id));
+            in_order(conn, |out| reply::error(out, form, err, id));
         }
     }
 
@@ -254,7 +286,7 @@ impl<S, V> Worker<S, V> {
             Ok(oob) => {
                 conn.mode = Mode::Commands { oob };
                 let id = &self.id;
-                in_order(&mut conn.lane, &mut conn.output.buf, |out| {
+                in_order(conn, |out| {
                     qmp::begin_return(out);
                     out.extend_from_slice(b"{}");
                     qmp::end_reply(out, id);
@@ -297,7 +329,8 @@ impl<S, V> Worker<S, V> {
         let job = Job { conn: conn.id, work: Work::Call(call) };
         let to = ReplyTo { form, id: IdBuf::new(&self.id) };
         let limit = self.limits.max_inflight_per_conn;
-        match conn.lane.push_job(to, job, bytes, limit, &mut self.jobs) {
+        let (jobs, memory) = (&mut self.jobs, &self.stats.memory);
+        match conn.lane.push_job(to, job, bytes, limit, jobs, &mut conn.budget, memory) {
             Pushed::Submitted => {}
             Pushed::Parked | Pushed::ParkedFull => bump(&self.counters().parked),
         }
@@ -306,14 +339,14 @@ impl<S, V> Worker<S, V> {
 
 /// Writes a reply now if nothing in the lane is waiting, else queues it behind the waiting
 /// ones.
-fn in_order<S, V>(lane: &mut Lane<S, V>, out: &mut Vec<u8>, encode: impl FnOnce(&mut Vec<u8>)) {
-    if lane.is_idle() {
-        encode(out);
+fn in_order<S, V>(conn: &mut Session<S, V>, encode: impl FnOnce(&mut Vec<u8>)) {
+    if conn.lane.is_idle() {
+        encode(&mut conn.output.buf);
     } else {
         let mut reply = Vec::new();
         encode(&mut reply);
         if !reply.is_empty() {
-            lane.push_ready(reply);
+            conn.lane.push_ready(reply, &mut conn.budget);
         }
     }
 }

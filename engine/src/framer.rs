@@ -138,6 +138,17 @@ impl Framer {
         }
     }
 
+    /// A value has begun and is not complete yet (bytes of it are buffered, or being
+    /// skipped when oversized).
+    pub fn is_mid_value(&self) -> bool {
+        self.state != State::Between
+    }
+
+    /// Forgets everything scanned: the owner emptied its buffer.
+    pub(crate) fn reset(&mut self) {
+        *self = Framer::new(self.max_len);
+    }
+
     /// The owner dropped `n` bytes (at most [`Framer::keep_from`]) from the buffer's front.
     pub fn shift(&mut self, n: usize) {
         let back = |i: usize| i.saturating_sub(n);

@@ -11,6 +11,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// The pipeline hands its output over only at the end of a feed: no byte budget (the
+/// parser thread's budget is exercised by the socket-level tests).
+const UNBUDGETED: usize = usize::MAX;
+
 use mio::{Events, Poll};
 
 use crate::config::{Config, Limits};
@@ -213,7 +217,7 @@ impl std::fmt::Debug for Pipeline {
 impl Pipeline {
     /// Starts the executor with the demo command set; the session has `oob` negotiated.
     pub fn start() -> Pipeline {
-        let mut session = Session::new(ConnId { key: 0, serial: 0 }, Dialect::Qmp);
+        let mut session = Session::new(ConnId { key: 0, serial: 0 }, Dialect::Qmp, UNBUDGETED);
         session.mode = Mode::Commands { oob: true };
         Pipeline {
             harness: Harness::start(crate::demo::registry()),
@@ -247,7 +251,9 @@ impl Pipeline {
         }
         let limit = self.harness.worker.limits.max_inflight_per_conn;
         while !self.session.lane.is_idle() {
-            self.session.lane.submit_parked(limit, &mut self.harness.worker.jobs);
+            let session = &mut self.session;
+            let (jobs, memory) = (&mut self.harness.worker.jobs, &self.harness.worker.stats.memory);
+            session.lane.submit_parked(limit, jobs, &mut session.budget, memory);
             let session = &mut self.session;
             self.harness.round(|done| session.complete(&mut *done.call));
         }
@@ -279,7 +285,7 @@ impl Pipeline {
     pub fn restart_session(&mut self, kind: SessionKind) {
         assert!(self.session.lane.is_idle(), "restart only between feeds");
         let dialect = if kind == SessionKind::JsonRpc { Dialect::JsonRpc } else { Dialect::Qmp };
-        self.session = Session::new(ConnId { key: 0, serial: 0 }, dialect);
+        self.session = Session::new(ConnId { key: 0, serial: 0 }, dialect, UNBUDGETED);
         if kind == SessionKind::QmpOob {
             self.session.mode = Mode::Commands { oob: true };
         }

@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 
+use crate::budget::{ConnBudget, MemoryBudget};
 use crate::job::{Job, JobSender};
 use crate::reply::ReplyTo;
 
@@ -39,14 +40,11 @@ pub(crate) struct Lane<S, V> {
     unparked: usize,
     /// Submitted entries.
     inflight: usize,
-    /// Bytes held by parked requests and by ready replies waiting for their turn (counted
-    /// against the connection's budget, so a client cannot grow either without bound).
-    held_bytes: usize,
 }
 
 impl<S, V> Default for Lane<S, V> {
     fn default() -> Self {
-        Lane { entries: VecDeque::new(), unparked: 0, inflight: 0, held_bytes: 0 }
+        Lane { entries: VecDeque::new(), unparked: 0, inflight: 0 }
     }
 }
 
@@ -55,7 +53,6 @@ impl<S, V> std::fmt::Debug for Lane<S, V> {
         f.debug_struct("Lane")
             .field("entries", &self.entries.len())
             .field("inflight", &self.inflight)
-            .field("held_bytes", &self.held_bytes)
             .finish()
     }
 }
@@ -75,16 +72,12 @@ impl<S, V> Lane<S, V> {
         self.has_parked() && self.inflight < limit
     }
 
-    pub(crate) fn held_bytes(&self) -> usize {
-        self.held_bytes
-    }
-
     /// Queues an already encoded reply behind the entries that owe one.
-    pub(crate) fn push_ready(&mut self, reply: Vec<u8>) {
+    pub(crate) fn push_ready(&mut self, reply: Vec<u8>, budget: &mut ConnBudget) {
         if !self.has_parked() {
             self.unparked += 1;
         }
-        self.held_bytes += reply.len();
+        budget.queue_ready(reply.len());
         self.entries.push_back(Entry::Ready(reply));
     }
 
@@ -96,9 +89,11 @@ impl<S, V> Lane<S, V> {
         bytes: usize,
         limit: usize,
         jobs: &mut JobSender<S, V>,
+        budget: &mut ConnBudget,
+        memory: &MemoryBudget,
     ) -> Pushed {
-        if self.has_parked() || self.inflight >= limit {
-            self.park(to, job, bytes);
+        if self.has_parked() || self.inflight >= limit || !budget.may_submit(memory) {
+            self.park(to, job, bytes, budget);
             return Pushed::Parked;
         }
         match jobs.try_push(job) {
@@ -106,30 +101,38 @@ impl<S, V> Lane<S, V> {
                 self.entries.push_back(Entry::Submitted(to));
                 self.unparked += 1;
                 self.inflight += 1;
+                budget.reserve_reply();
                 Pushed::Submitted
             }
             Err(job) => {
-                self.park(to, job, bytes);
+                self.park(to, job, bytes, budget);
                 Pushed::ParkedFull
             }
         }
     }
 
-    fn park(&mut self, to: ReplyTo, job: Job<S, V>, bytes: usize) {
-        self.held_bytes += bytes;
+    fn park(&mut self, to: ReplyTo, job: Job<S, V>, bytes: usize, budget: &mut ConnBudget) {
+        budget.park(bytes);
         self.entries.push_back(Entry::Parked { to, job, bytes });
     }
 
-    /// Submits parked jobs while the in-flight limit and the credits allow. Returns false if
-    /// credits ran out.
-    pub(crate) fn submit_parked(&mut self, limit: usize, jobs: &mut JobSender<S, V>) -> bool {
+    /// Submits parked jobs while the in-flight limit, the budget for replies and the credits
+    /// allow. Returns false if credits ran out.
+    pub(crate) fn submit_parked(
+        &mut self,
+        limit: usize,
+        jobs: &mut JobSender<S, V>,
+        budget: &mut ConnBudget,
+        memory: &MemoryBudget,
+    ) -> bool {
         while self.unparked < self.entries.len() {
             let slot = &mut self.entries[self.unparked];
             if let Entry::Ready(_) = slot {
                 self.unparked += 1; // ready replies need no executor slot
                 continue;
             }
-            if self.inflight >= limit {
+            budget.publish_if_due(memory);
+            if self.inflight >= limit || !budget.may_submit(memory) {
                 return true;
             }
             let Entry::Parked { to, job, bytes } =
@@ -142,7 +145,8 @@ impl<S, V> Lane<S, V> {
                     *slot = Entry::Submitted(to);
                     self.unparked += 1;
                     self.inflight += 1;
-                    self.held_bytes -= bytes;
+                    budget.unpark(bytes);
+                    budget.reserve_reply();
                 }
                 Err(job) => {
                     *slot = Entry::Parked { to, job, bytes };
@@ -158,6 +162,7 @@ impl<S, V> Lane<S, V> {
     pub(crate) fn complete(
         &mut self,
         out: &mut Vec<u8>,
+        budget: &mut ConnBudget,
         encode: impl FnOnce(&mut Vec<u8>, &ReplyTo),
     ) {
         let Some(Entry::Submitted(to)) = self.entries.pop_front() else {
@@ -165,11 +170,13 @@ impl<S, V> Lane<S, V> {
         };
         self.unparked -= 1;
         self.inflight -= 1;
+        let before = out.len();
         encode(out, &to);
+        budget.release_reply(out.len() - before);
         while let Some(Entry::Ready(_)) = self.entries.front() {
             let Some(Entry::Ready(bytes)) = self.entries.pop_front() else { unreachable!() };
             self.unparked -= 1;
-            self.held_bytes -= bytes.len();
+            budget.release_ready(bytes.len());
             out.extend_from_slice(&bytes);
         }
     }
@@ -180,6 +187,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::budget::REPLY_ESTIMATE;
     use crate::job::{Batch, Exchange, Mailbox, Work};
     use crate::registry::CommandError;
     use crate::reply::{self, Form, IdBuf};
@@ -210,31 +218,34 @@ mod tests {
         jobs.completed(n);
     }
 
-    fn fail(lane: &mut TestLane, out: &mut Vec<u8>) {
+    fn fail(lane: &mut TestLane, out: &mut Vec<u8>, b: &mut ConnBudget) {
         let outcome: Result<(), _> = Err(CommandError::generic("x"));
-        lane.complete(out, |out, to| reply::outcome(out, to, &outcome));
+        lane.complete(out, b, |out, to| reply::outcome(out, to, &outcome));
     }
 
     #[test]
     fn replies_leave_in_order_with_local_errors_and_parking() {
         let (mut jobs, rx) = sender(8);
         let mut lane = TestLane::default();
+        let mut b = ConnBudget::new(1 << 20);
+        let m = MemoryBudget::new(usize::MAX);
         let mut out = Vec::new();
-        assert_eq!(lane.push_job(to(b"1"), job(), 10, 2, &mut jobs), Pushed::Submitted);
-        lane.push_ready(b"E2\n".to_vec());
-        assert_eq!(lane.push_job(to(b"3"), job(), 10, 2, &mut jobs), Pushed::Submitted);
-        assert_eq!(lane.push_job(to(b"4"), job(), 10, 2, &mut jobs), Pushed::Parked);
-        lane.push_ready(b"E5\n".to_vec());
-        assert_eq!(lane.held_bytes(), 10 + 3 + 3, "one parked request and two ready replies");
+        assert_eq!(lane.push_job(to(b"1"), job(), 10, 2, &mut jobs, &mut b, &m), Pushed::Submitted);
+        lane.push_ready(b"E2\n".to_vec(), &mut b);
+        assert_eq!(lane.push_job(to(b"3"), job(), 10, 2, &mut jobs, &mut b, &m), Pushed::Submitted);
+        assert_eq!(lane.push_job(to(b"4"), job(), 10, 2, &mut jobs, &mut b, &m), Pushed::Parked);
+        lane.push_ready(b"E5\n".to_vec(), &mut b);
+        let two_in_flight = 2 * REPLY_ESTIMATE;
+        assert_eq!(b.held(), 10 + 3 + 3 + two_in_flight, "one parked request, two ready replies");
         assert!(!lane.waits_for_credit(2), "parked by the in-flight limit");
 
         answered(&mut jobs, &rx);
-        fail(&mut lane, &mut out);
-        assert!(lane.submit_parked(2, &mut jobs), "one slot freed, credits left");
-        assert_eq!(lane.held_bytes(), 3, "E5 waits behind request 4");
-        fail(&mut lane, &mut out);
+        fail(&mut lane, &mut out, &mut b);
+        assert!(lane.submit_parked(2, &mut jobs, &mut b, &m), "one slot freed, credits left");
+        assert_eq!(b.held(), 3 + two_in_flight, "E5 waits behind requests 3 and 4");
+        fail(&mut lane, &mut out, &mut b);
         answered(&mut jobs, &rx);
-        fail(&mut lane, &mut out);
+        fail(&mut lane, &mut out, &mut b);
         assert!(lane.is_idle());
         let text = String::from_utf8(out).unwrap();
         let ids: Vec<&str> = text
@@ -248,12 +259,14 @@ mod tests {
     fn no_credit_parks_and_resubmits_once_outcomes_return() {
         let (mut jobs, rx) = sender(1);
         let mut lane = TestLane::default();
-        assert_eq!(lane.push_job(to(b"1"), job(), 5, 8, &mut jobs), Pushed::Submitted);
-        assert_eq!(lane.push_job(to(b"2"), job(), 5, 8, &mut jobs), Pushed::ParkedFull);
+        let mut b = ConnBudget::new(1 << 20);
+        let m = MemoryBudget::new(usize::MAX);
+        assert_eq!(lane.push_job(to(b"1"), job(), 5, 8, &mut jobs, &mut b, &m), Pushed::Submitted);
+        assert_eq!(lane.push_job(to(b"2"), job(), 5, 8, &mut jobs, &mut b, &m), Pushed::ParkedFull);
         assert!(lane.waits_for_credit(8));
-        assert!(!lane.submit_parked(8, &mut jobs));
+        assert!(!lane.submit_parked(8, &mut jobs, &mut b, &m));
         answered(&mut jobs, &rx);
-        assert!(lane.submit_parked(8, &mut jobs));
+        assert!(lane.submit_parked(8, &mut jobs, &mut b, &m));
         assert!(!lane.has_parked());
     }
 }

@@ -31,6 +31,7 @@
 //! - `admission`: the connection cap, the descriptor limit, recovery from `EMFILE`.
 //! - `parser`: the parser thread's event loop.
 //! - `conn`: a connection's socket, read buffer and write buffer.
+//! - `budget`: byte accounting: every byte a connection holds, counted in one place.
 //! - [`framer`](Framer): splits the byte stream into JSON values (clients use it too).
 //! - `peek`: simd-json tape parsing in place, member lookup, argument decoding.
 //! - `dispatch`: per-message decisions: OOB now, in-band job, or error in order.
@@ -54,6 +55,7 @@
 
 mod address;
 mod admission;
+mod budget;
 mod call;
 mod config;
 mod conn;
@@ -93,5 +95,5 @@ pub use registry::{
 };
 pub use server::{Server, ServerHandle, ShutdownTrigger};
 pub use stats::{
-    Connections, ExecutorSnapshot, Percentiles, Queue, Requests, Stats, StatsSnapshot,
+    Connections, ExecutorSnapshot, Memory, Percentiles, Queue, Requests, Stats, StatsSnapshot,
 };

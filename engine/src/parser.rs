@@ -8,14 +8,16 @@
 
 use std::io::{self, ErrorKind};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Token};
 use slab::Slab;
 
-use crate::admission::Admission;
-use crate::conn::{Conn, Dialect, Stream};
-use crate::dispatch::Worker;
+use crate::admission::{Admission, Admitted};
+use crate::budget::Pause;
+use crate::conn::{Conn, Dialect, LINGER, Stream, Timeout};
+use crate::dispatch::{Handled, Worker};
 use crate::job::{Arrival, ConnId, Controller, Done, Exchange, Flushed, Mailbox, Work};
 use crate::listener::Listener;
 use crate::qmp::{self, Mode};
@@ -37,6 +39,14 @@ const SLOW_CONSUMER_BUDGETS: usize = 4;
 const EVENTS: usize = 1024;
 /// How soon to retry handing over a batch that found the queue full of control jobs.
 const KEPT_RETRY: Duration = Duration::from_millis(1);
+/// Connection deadlines (lingering closes, timeouts) are checked at most this often: one
+/// pass over the connections per tick, never a clock read or a timer per request. A
+/// deadline is therefore late by up to this much, which no timeout here needs to beat.
+const DEADLINE_TICK: Duration = Duration::from_millis(100);
+/// How often connections paused by the server's memory limit are looked at while memory
+/// stays over it: often enough that a drain elsewhere resumes them promptly, rare enough to
+/// cost nothing with thousands paused.
+const HELD_BACK_RETRY: Duration = Duration::from_millis(10);
 
 /// One parser thread's loop state.
 pub(crate) struct ParserThread<S, V> {
@@ -65,6 +75,16 @@ pub(crate) struct ParserThread<S, V> {
     spin: Duration,
     /// Takes new connections: the connection cap and descriptor exhaustion.
     admission: Admission,
+    /// When to look at the connections' deadlines next: the nearest one, but at most once
+    /// per [`DEADLINE_TICK`]; `None` while no connection has one.
+    next_sweep: Option<Instant>,
+    /// Connections whose deadline passed (reused by the sweep).
+    expired: Vec<usize>,
+    /// Connections paused by the server's memory limit ([`Pause::Shared`]): memory drains
+    /// on other threads too, with no event here, so they are retried on a timer.
+    held_back: Vec<usize>,
+    /// The next timed retry of `held_back`.
+    held_back_at: Option<Instant>,
 }
 
 impl<S, V> ParserThread<S, V> {
@@ -89,6 +109,10 @@ impl<S, V> ParserThread<S, V> {
             scratch: Vec::new(),
             spin: Duration::ZERO,
             admission,
+            next_sweep: None,
+            expired: Vec::new(),
+            held_back: Vec::new(),
+            held_back_at: None,
         };
         for (i, listener) in thread.listeners.iter_mut().enumerate() {
             listener.register(thread.poll.registry(), Token(LISTENER_BASE - i))?;
@@ -122,8 +146,10 @@ impl<S, V> ParserThread<S, V> {
                 self.on_event(event);
             }
             self.retry_accept();
+            self.sweep_deadlines();
             self.drain_inbox();
             self.retry_waiting_credit();
+            self.retry_held_back();
             self.service_active();
         }
         self.finish();
@@ -142,8 +168,12 @@ impl<S, V> ParserThread<S, V> {
         if !self.mailbox().try_sleep() {
             return Some(Duration::ZERO);
         }
-        let drain = self.drain_until.map(|until| until.saturating_duration_since(Instant::now()));
-        [drain, self.admission.retry_in()].into_iter().flatten().min()
+        let now = Instant::now();
+        let until = |at: Instant| at.saturating_duration_since(now);
+        let drain = self.drain_until.map(until);
+        let sweep = self.next_sweep.map(until);
+        let held_back = (!self.held_back.is_empty()).then_some(HELD_BACK_RETRY);
+        [drain, sweep, held_back, self.admission.retry_in()].into_iter().flatten().min()
     }
 
     /// With jobs in flight, the executor usually answers within a few µs: poll the mailbox
@@ -197,10 +227,13 @@ impl<S, V> ParserThread<S, V> {
             return;
         }
         let dialect = self.listeners[index].dialect;
-        while let Some(stream) =
+        while let Some(admitted) =
             self.admission.try_accept(&self.listeners[index], &self.worker.stats)
         {
-            self.add_conn(stream, dialect);
+            match admitted {
+                Admitted::Serve(stream) => self.add_conn(stream, dialect),
+                Admitted::Refused(stream) => self.add_refused(stream, dialect),
+            }
         }
     }
 
@@ -223,13 +256,46 @@ impl<S, V> ParserThread<S, V> {
         }
         let id = ConnId { key: key as u32, serial: self.next_serial };
         self.next_serial = self.next_serial.wrapping_add(1);
-        let mut conn = Conn::new(id, dialect, stream, self.worker.limits.max_message_bytes);
+        let limits = &self.worker.limits;
+        let mut conn =
+            Conn::new(id, dialect, stream, limits.max_message_bytes, limits.conn_budget_bytes);
+        let negotiation = self.worker.limits.negotiation_timeout;
         if dialect == Dialect::Qmp {
             qmp::greeting(&mut conn.session.output.buf, &self.worker.info.version);
+            if !negotiation.is_zero() {
+                conn.negotiate_by = Some(Instant::now() + negotiation);
+            }
         }
+        let deadline = conn.negotiate_by;
         entry.insert(conn);
+        if let Some(at) = deadline {
+            self.arm_sweep(at);
+        }
         bump(&self.worker.stats.threads[self.worker.thread].accepted);
+        self.worker.stats.memory.opened();
         tracing::debug!(thread = self.worker.thread, key, "connection accepted");
+        self.activate(key);
+    }
+
+    /// A connection refused at the cap, its error and FIN already sent: it only lingers,
+    /// and is not counted as open.
+    fn add_refused(&mut self, mut stream: Stream, dialect: Dialect) {
+        let until = self.linger_until();
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if stream.register(self.poll.registry(), Token(key)).is_err() {
+            return;
+        }
+        let id = ConnId { key: key as u32, serial: self.next_serial };
+        self.next_serial = self.next_serial.wrapping_add(1);
+        let limits = &self.worker.limits;
+        let mut conn =
+            Conn::new(id, dialect, stream, limits.max_message_bytes, limits.conn_budget_bytes);
+        conn.begin_linger(until);
+        conn.refused = true;
+        conn.send_fin_when_answered(); // marks the FIN admission sent
+        entry.insert(conn);
+        self.arm_sweep(until);
         self.activate(key);
     }
 
@@ -271,16 +337,18 @@ impl<S, V> ParserThread<S, V> {
         self.scratch.clear();
         qmp::event(&mut self.scratch, event);
         let limit = self.worker.limits.conn_budget_bytes.saturating_mul(SLOW_CONSUMER_BUDGETS);
+        let linger_until = self.linger_until();
         let mut keys = Vec::new();
         for (key, conn) in self.conns.iter_mut() {
-            if matches!(conn.session.mode, Mode::Commands { .. }) && !conn.broken {
+            let open = !conn.broken && !conn.session.closing;
+            if matches!(conn.session.mode, Mode::Commands { .. }) && open {
                 if conn.session.output.pending() + self.scratch.len() > limit {
                     tracing::warn!(
                         key,
                         pending = conn.session.output.pending(),
                         "slow consumer: disconnected"
                     );
-                    conn.broken = true;
+                    conn.begin_linger(linger_until);
                 } else {
                     conn.session.output.buf.extend_from_slice(&self.scratch);
                 }
@@ -290,6 +358,68 @@ impl<S, V> ParserThread<S, V> {
         for key in keys {
             self.activate(key);
         }
+        self.arm_sweep(linger_until);
+    }
+
+    /// A lingering close begun now ends by this time (by the drain deadline when draining).
+    fn linger_until(&self) -> Instant {
+        let until = Instant::now() + LINGER;
+        self.drain_until.map_or(until, |drain| drain.min(until))
+    }
+
+    /// A connection got a deadline at `at`: the next sweep comes no later.
+    fn arm_sweep(&mut self, at: Instant) {
+        self.next_sweep = Some(self.next_sweep.map_or(at, |next| next.min(at)));
+    }
+
+    /// Once per tick at most: acts on the connections whose deadline has passed and finds
+    /// the next deadline.
+    fn sweep_deadlines(&mut self) {
+        let now = Instant::now();
+        if self.next_sweep.is_none_or(|at| now < at) {
+            return;
+        }
+        let mut next: Option<Instant> = None;
+        for (key, conn) in self.conns.iter() {
+            match conn.deadline() {
+                Some(at) if at <= now => self.expired.push(key),
+                Some(at) => next = Some(next.map_or(at, |n| n.min(at))),
+                None => {}
+            }
+        }
+        self.next_sweep = next.map(|at| at.max(now + DEADLINE_TICK));
+        for i in 0..self.expired.len() {
+            let key = self.expired[i];
+            self.on_deadline(key, now);
+        }
+        self.expired.clear();
+    }
+
+    /// A connection's deadline passed: a lingering close ends here; a timeout answers its
+    /// error (in order, after the replies owed) and closes the connection, lingering.
+    fn on_deadline(&mut self, key: usize, now: Instant) {
+        let conn = &mut self.conns[key];
+        if conn.linger.is_some() {
+            return self.close(key);
+        }
+        let Some(timeout) = conn.timed_out(now).filter(|_| !conn.session.closing) else {
+            return;
+        };
+        conn.negotiate_by = None;
+        conn.incomplete_by = None;
+        let limits = &self.worker.limits;
+        let desc = match timeout {
+            Timeout::Negotiation => format!(
+                "capabilities negotiation not finished within {:?}",
+                limits.negotiation_timeout
+            ),
+            Timeout::Incomplete => {
+                format!("message incomplete for {:?}", limits.incomplete_timeout)
+            }
+        };
+        tracing::debug!(thread = self.worker.thread, key, reason = %desc, "connection timed out");
+        self.worker.time_out(&mut conn.session, &desc);
+        self.activate(key);
     }
 
     fn begin_drain(&mut self) {
@@ -301,6 +431,22 @@ impl<S, V> ParserThread<S, V> {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             self.activate(key);
+        }
+    }
+
+    /// Connections paused by the server's memory limit get a turn once memory is back under
+    /// it, or once per [`HELD_BACK_RETRY`] (their share grows as connections close).
+    fn retry_held_back(&mut self) {
+        if self.held_back.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let due = self.held_back_at.is_none_or(|at| now >= at);
+        if due || !self.worker.stats.memory.is_over() {
+            self.held_back_at = Some(now + HELD_BACK_RETRY);
+            for key in std::mem::take(&mut self.held_back) {
+                self.activate(key);
+            }
         }
     }
 
@@ -368,18 +514,33 @@ impl<S, V> ParserThread<S, V> {
         if !self.conns.contains(key) {
             return;
         }
+        self.conns[key].session.sync_unsent();
         self.resubmit_parked(key);
+        let conn = &self.conns[key];
+        if conn.linger.is_some() {
+            return self.discard(key);
+        }
+        if conn.session.closing {
+            return;
+        }
+        // Read but not handled yet: handled even while draining (nothing read is dropped).
+        if conn.input_held && conn.pause(&self.worker.stats.memory).is_none() {
+            self.handle_frames(key);
+        }
         if self.drain_until.is_none() {
             self.read(key);
         }
+        // At once, not at the end of the turn: the next connection's reading must see it.
+        self.publish_held(key);
     }
 
     /// Parked jobs go to the executor as far as the in-flight limit and credits allow.
     fn resubmit_parked(&mut self, key: usize) {
         let limit = self.worker.limits.max_inflight_per_conn;
-        let lane = &mut self.conns[key].session.lane;
-        if lane.has_parked() {
-            lane.submit_parked(limit, &mut self.worker.jobs);
+        let session = &mut self.conns[key].session;
+        if session.lane.has_parked() {
+            let (jobs, memory) = (&mut self.worker.jobs, &self.worker.stats.memory);
+            session.lane.submit_parked(limit, jobs, &mut session.budget, memory);
         }
     }
 
@@ -397,26 +558,63 @@ impl<S, V> ParserThread<S, V> {
         }
     }
 
-    /// After a connection's turn: close it when it is done, note it if it waits for credit,
-    /// and give it another turn if the fairness cap stopped its reading.
+    /// After a connection's turn: close it when it is done (lingering if it may still have
+    /// input), note it if it waits for credit, and give it another turn if the fairness cap
+    /// stopped its reading.
     fn settle(&mut self, key: usize) {
-        let paused = self.is_paused(key);
+        self.conns[key].session.sync_unsent();
+        let pause = self.conns[key].pause(&self.worker.stats.memory);
+        let paused = pause.is_some();
+        if pause == Some(Pause::Shared) {
+            self.held_back.push(key);
+        }
         self.conns[key].track_pause(paused, &self.worker.stats.threads[self.worker.thread].paused);
-        let conn = &self.conns[key];
-        if conn.is_finished() || (self.drain_until.is_some() && self.is_answered(key)) {
+        if !paused {
+            self.conns[key].shrink_if_quiet();
+        }
+        self.publish_held(key);
+        if self.conns[key].is_finished() {
             return self.close(key);
+        }
+        let stop = self.drain_until.is_some() || self.conns[key].session.closing;
+        if stop && self.is_answered(key) && self.conns[key].linger.is_none() {
+            let until = self.linger_until();
+            self.conns[key].begin_linger(until);
+            self.arm_sweep(until);
+        }
+        let conn = &mut self.conns[key];
+        conn.send_fin_when_answered();
+        if conn.linger.is_some_and(|linger| linger.fin_sent) && conn.read_closed {
+            return self.close(key); // the client saw our FIN and closed: no reset possible
         }
         if conn.session.lane.waits_for_credit(self.worker.limits.max_inflight_per_conn) {
             self.waiting_credit.push(key);
         }
-        let more_to_read = conn.readable && !conn.read_closed && !self.is_paused(key);
-        if more_to_read && self.drain_until.is_none() {
-            self.activate(key); // fairness cap hit: continue next turn
+        let wants_turn = if conn.linger.is_some() {
+            conn.readable && !conn.read_closed
+        } else if paused || conn.session.closing {
+            false
+        } else {
+            conn.input_held || (conn.readable && !conn.read_closed && !stop)
+        };
+        if wants_turn {
+            self.activate(key); // fairness cap or budget stopped it: continue next turn
+        }
+    }
+
+    /// Adds the connection's change in held bytes to the server's total and notes its peak.
+    fn publish_held(&mut self, key: usize) {
+        let counters = &self.worker.stats.threads[self.worker.thread];
+        let budget = &mut self.conns[key].session.budget;
+        self.worker.stats.memory.add(budget.publish());
+        let now = budget.held() as u64;
+        if now > counters.peak_conn_bytes.load(Ordering::Relaxed) {
+            counters.peak_conn_bytes.store(now, Ordering::Relaxed);
         }
     }
 
     fn is_paused(&self, key: usize) -> bool {
-        self.conns[key].held_bytes() > self.worker.limits.conn_budget_bytes
+        self.conns[key].pause(&self.worker.stats.memory).is_some()
     }
 
     fn is_answered(&self, key: usize) -> bool {
@@ -428,11 +626,15 @@ impl<S, V> ParserThread<S, V> {
     fn read(&mut self, key: usize) {
         for _ in 0..READS_PER_TURN {
             let conn = &mut self.conns[key];
-            if !conn.readable || conn.read_closed || conn.broken || self.is_paused(key) {
+            // Unhandled messages wait in the buffer: reading more would only grow it.
+            let stop = conn.session.closing || conn.input_held;
+            if stop || !conn.readable || conn.read_closed || conn.broken || self.is_paused(key) {
                 return;
             }
             let conn = &mut self.conns[key];
-            match conn.input.read_from(&mut conn.stream) {
+            let read = conn.input.read_from(&mut conn.stream);
+            conn.session.budget.set_read_buffer(conn.input.capacity());
+            match read {
                 Ok((0, _)) => {
                     conn.read_closed = true;
                     conn.readable = false;
@@ -452,9 +654,36 @@ impl<S, V> ParserThread<S, V> {
 
     fn handle_frames(&mut self, key: usize) {
         let conn = &mut self.conns[key];
-        self.worker.handle_input(&mut conn.input, &mut conn.session);
-        if conn.session.closing {
-            conn.read_closed = true; // JSON-RPC protocol error: no resynchronising
+        let framed = conn.input.framed();
+        let handled = self.worker.handle_input(&mut conn.input, &mut conn.session);
+        conn.input_held = handled == Handled::Held;
+        if conn.input.is_mid_message() || conn.incomplete_by.is_some() {
+            let limit = self.worker.limits.incomplete_timeout;
+            conn.track_incomplete(framed, Instant::now(), limit);
+            if let Some(at) = conn.incomplete_by {
+                self.arm_sweep(at);
+            }
+        }
+    }
+
+    /// A lingering connection's input is read and thrown away until end of stream, so the
+    /// close that follows finds nothing unread (which would make the kernel send a reset).
+    fn discard(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        for _ in 0..READS_PER_TURN {
+            if !conn.readable || conn.read_closed || conn.broken {
+                return;
+            }
+            match conn.input.discard_from(&mut conn.stream) {
+                Ok(0) => {
+                    conn.read_closed = true;
+                    conn.readable = false;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => conn.readable = false,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => conn.broken = true,
+            }
         }
     }
 
@@ -462,7 +691,12 @@ impl<S, V> ParserThread<S, V> {
         let mut conn = self.conns.remove(key);
         let _ = conn.stream.deregister(self.poll.registry());
         conn.track_pause(false, &self.worker.stats.threads[self.worker.thread].paused);
-        bump(&self.worker.stats.threads[self.worker.thread].closed);
+        let memory = &self.worker.stats.memory;
+        memory.add(-(conn.session.budget.withdraw() as isize));
+        if !conn.refused {
+            memory.closed();
+            bump(&self.worker.stats.threads[self.worker.thread].closed);
+        }
         tracing::debug!(thread = self.worker.thread, key, "connection closed");
     }
 

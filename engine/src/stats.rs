@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 use schemars::JsonSchema;
 use serde::Serialize;
 
+use crate::budget::MemoryBudget;
 use crate::conn::Dialect;
 use crate::registry::ErrorClass;
 
@@ -59,6 +60,8 @@ pub(crate) struct ThreadStats {
     pub(crate) error_classes: [AtomicU64; ERROR_CLASSES.len()],
     /// Connections of this thread whose reading is paused by the byte budget now (a gauge).
     pub(crate) paused: AtomicU64,
+    /// The most one connection of this thread has held at the end of a turn.
+    pub(crate) peak_conn_bytes: AtomicU64,
     /// OOB service time: argument decoding, handler and reply encoding on this thread.
     pub(crate) oob_latency: LatencyBuckets,
 }
@@ -198,11 +201,13 @@ pub struct Stats {
     pub(crate) executor: Mutex<ExecutorHistograms>,
     /// Command names by registration order, for the per-command counters' labels.
     pub(crate) commands: Box<[String]>,
+    /// Bytes held for all connections, and the limit (see budget.rs).
+    pub(crate) memory: MemoryBudget,
 }
 
 impl Stats {
     /// Statistics that also count requests per command, `commands` in registration order.
-    pub(crate) fn with_commands(threads: usize, commands: Vec<String>) -> Stats {
+    pub(crate) fn with_commands(threads: usize, commands: Vec<String>, memory: usize) -> Stats {
         let per_thread = |_| CachePadded::new(ThreadStats::with_commands(commands.len()));
         Stats {
             started: Instant::now(),
@@ -212,6 +217,7 @@ impl Stats {
             busy_since: AtomicU64::new(0),
             executor: Mutex::new(ExecutorHistograms::new()),
             commands: commands.into(),
+            memory: MemoryBudget::new(memory),
         }
     }
 
@@ -247,6 +253,17 @@ impl Stats {
             uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             threads: self.threads.len(),
             connections: Connections { accepted, open: accepted - sum(|t| &t.closed) },
+            memory: Memory {
+                limit: self.memory.limit() as u64,
+                held: self.memory.held() as u64,
+                peak: self.memory.peak() as u64,
+                peak_conn: self
+                    .threads
+                    .iter()
+                    .map(|t| t.peak_conn_bytes.load(Ordering::Relaxed))
+                    .max()
+                    .unwrap_or(0),
+            },
             requests: Requests {
                 oob: sum(|t| &t.oob),
                 inband: sum(|t| &t.inband),
@@ -277,6 +294,8 @@ pub struct StatsSnapshot {
     pub threads: usize,
     /// Connection counts.
     pub connections: Connections,
+    /// Bytes held for connections, as their byte budgets count them.
+    pub memory: Memory,
     /// Request counts.
     pub requests: Requests,
     /// Executor queue.
@@ -292,6 +311,21 @@ pub struct Connections {
     pub accepted: u64,
     /// Open now.
     pub open: u64,
+}
+
+/// Bytes held for connections (requests read, replies owed, buffers), as counted by the
+/// per-connection byte budgets.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct Memory {
+    /// The server's limit (`--memory-limit`).
+    pub limit: u64,
+    /// Held now, all connections.
+    pub held: u64,
+    /// The most held at once since start.
+    pub peak: u64,
+    /// The most any one connection has held at the end of a loop turn since start.
+    pub peak_conn: u64,
 }
 
 /// Request counts since start.

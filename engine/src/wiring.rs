@@ -40,7 +40,11 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Wiring<S, V> {
         package: String,
     ) -> std::io::Result<Self> {
         let info = Arc::new(ServerInfo::new(&registry, package));
-        let stats = Arc::new(Stats::with_commands(threads, registry.metric_names()));
+        let stats = Arc::new(Stats::with_commands(
+            threads,
+            registry.metric_names(),
+            limits.memory_limit_bytes,
+        ));
         let Registry { state, shared, commands, on_shutdown, .. } = registry;
         let commands = Arc::new(commands);
         let mut polls = Vec::with_capacity(threads);

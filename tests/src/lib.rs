@@ -64,7 +64,11 @@ pub fn start_server() -> TestServer {
 
 /// Starts the demo engine serving JSON-RPC (only) on 127.0.0.1 port 0.
 pub fn start_jsonrpc_server() -> TestServer {
-    let mut config = test_config();
+    start_jsonrpc_server_with(test_config())
+}
+
+/// Starts the demo engine with `config`, its QMP listeners serving JSON-RPC instead.
+pub fn start_jsonrpc_server_with(mut config: Config) -> TestServer {
     config.jsonrpc = std::mem::take(&mut config.qmp);
     let handle = ooblane::Server::start(config, ooblane::demo::registry()).expect("server starts");
     let addr = handle.jsonrpc_addrs()[0].clone();

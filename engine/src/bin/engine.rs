@@ -68,8 +68,9 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_inflight_per_conn)]
     max_inflight: usize,
 
-    /// Parked request bytes plus unsent reply bytes per connection beyond which the
-    /// engine stops reading that socket.
+    /// Bytes one connection may make the engine hold (parked requests, replies owed, unsent
+    /// output, read buffer) beyond which the engine stops reading and handling its input.
+    /// At least twice --max-message and 64 KiB.
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().conn_budget_bytes)]
     conn_budget: usize,
 
@@ -92,6 +93,22 @@ struct Cli {
     /// hard limit at start), leaving headroom for its own descriptors: 960 at 1024.
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     max_connections: usize,
+
+    /// Seconds a QMP client has to finish capabilities negotiation before it gets one error
+    /// and is disconnected (0 disables). Negotiated sessions are never timed out when idle.
+    #[arg(long, value_name = "SECS", default_value_t = Limits::default().negotiation_timeout.as_secs())]
+    negotiation_timeout: u64,
+
+    /// Seconds a message may stay incomplete (from its first byte) before the connection
+    /// gets one error and is disconnected (0 disables). Idle connections are never timed out.
+    #[arg(long, value_name = "SECS", default_value_t = Limits::default().incomplete_timeout.as_secs())]
+    incomplete_timeout: u64,
+
+    /// Bytes all connections together may make the engine hold; past it, the connections
+    /// holding more than their fair share stop being read until memory drains. Default:
+    /// a quarter of the machine's memory, at most 4 GiB.
+    #[arg(long, value_name = "BYTES", default_value_t = 0, hide_default_value = true)]
+    memory_limit: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -117,6 +134,9 @@ fn main() -> anyhow::Result<()> {
             queue_capacity: cli.queue,
             drain_timeout: Duration::from_secs(cli.drain_timeout),
             max_connections: cli.max_connections,
+            negotiation_timeout: Duration::from_secs(cli.negotiation_timeout),
+            incomplete_timeout: Duration::from_secs(cli.incomplete_timeout),
+            memory_limit_bytes: cli.memory_limit,
         },
         metrics: cli.metrics,
         ..Config::default()

@@ -4,6 +4,8 @@
 //! nothing sleeps to let things settle: order is forced with `stall`/`release` and OOB probes.
 
 mod bad_input;
+mod budget;
+mod closing;
 mod flow;
 mod ids;
 mod introspection;
@@ -15,4 +17,5 @@ mod ordering;
 mod panics;
 mod session;
 mod shutdown;
+mod timeouts;
 mod unix;

@@ -1,0 +1,345 @@
+//! Byte accounting: every byte a connection causes the engine to hold is counted here, and
+//! only here. [`ConnBudget`] is one connection's account, owned by its session on its parser
+//! thread; the lane, the write buffer and the read buffer report to it, and the parser thread
+//! asks it whether the connection may read, handle input or submit jobs. [`MemoryBudget`] is
+//! the server's total, shared by the parser threads (`Limits::memory_limit_bytes`): past it,
+//! connections holding more than their fair share (the limit divided among the open
+//! connections) are paused too, while those under it go on (their OOB requests still run).
+//!
+//! What is counted: parked request bytes, encoded replies waiting in the lane for their turn,
+//! an estimate ([`REPLY_ESTIMATE`]) for each job with the executor (replaced by the exact size
+//! once its reply is encoded into the write buffer), unsent output, and the read buffer's
+//! capacity. Plain integers, single owner: no atomics on the request path. The parser thread
+//! publishes each connection's change once per turn.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Bytes reserved at first for the reply of each job in flight, until the reply is encoded
+/// and counted exactly. Most control-plane replies are far smaller. A connection's estimate
+/// then rises to the largest reply it has received, so a client that asks for large replies
+/// (`query-commands`) and does not read overshoots its budget by at most one in-flight
+/// window of its first large replies.
+pub(crate) const REPLY_ESTIMATE: usize = 512;
+
+/// Why a connection may not grow now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pause {
+    /// Over its own budget: its client must read (or its jobs finish) first.
+    Own,
+    /// The server is over its memory limit and this connection holds more than its share:
+    /// retried as memory drains elsewhere.
+    Shared,
+}
+
+/// A connection's change is published to the [`MemoryBudget`] at least every this many bytes
+/// (besides once per turn), so what other threads cannot see yet stays about one read per
+/// thread, even where a read's requests become reply reserves many times their size.
+const PUBLISH_EVERY: usize = 16 * 1024;
+
+/// Connections under their share may take the server 1/SLACK_FRACTION past its limit.
+const SLACK_FRACTION: usize = 16;
+
+/// The server's byte total, shared by all parser threads. Each thread adds its connections'
+/// changes once per connection turn (one relaxed atomic add), never per request.
+#[derive(Debug)]
+pub(crate) struct MemoryBudget {
+    limit: usize,
+    held: AtomicUsize,
+    /// The highest `held` seen.
+    peak: AtomicUsize,
+    /// Open connections (the fair share divides the limit among them).
+    conns: AtomicUsize,
+}
+
+impl MemoryBudget {
+    /// A budget of `limit` bytes; 0 is no limit (only configurations that skipped
+    /// validation, such as the benchmarks' wiring, have 0 here).
+    pub(crate) fn new(limit: usize) -> MemoryBudget {
+        MemoryBudget {
+            limit: if limit == 0 { usize::MAX } else { limit },
+            held: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            conns: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
+    pub(crate) fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn is_over(&self) -> bool {
+        self.held() > self.limit
+    }
+
+    /// Adds one connection's change (see [`ConnBudget::publish`]).
+    pub(crate) fn add(&self, delta: isize) {
+        if delta >= 0 {
+            let now = self.held.fetch_add(delta.unsigned_abs(), Ordering::Relaxed);
+            self.peak.fetch_max(now + delta.unsigned_abs(), Ordering::Relaxed);
+        } else {
+            self.held.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn opened(&self) {
+        self.conns.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn closed(&self) {
+        self.conns.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// What one connection may hold beyond its base read buffer while the server is over
+    /// its limit.
+    fn share(&self) -> usize {
+        self.limit / self.conns.load(Ordering::Relaxed).max(1)
+    }
+
+    /// How far past the limit connections under their share may still grow: a little, so
+    /// that a connection with a request or two parked is not stopped at once, but bounded,
+    /// since every connection under its share growing to it would double the limit. Past
+    /// the slack only connections holding nothing beyond their read buffer go on (their
+    /// OOB requests still run: an OOB reply is written at once).
+    fn slack(&self) -> usize {
+        self.limit / SLACK_FRACTION
+    }
+}
+
+/// The default memory limit for a machine: a quarter of its memory (the engine shares the
+/// machine with what it controls), at most 4 GiB (a control plane rarely needs more; a larger
+/// one is set explicitly). 4 GiB when `/proc/meminfo` cannot be read.
+pub(crate) fn default_memory_limit() -> usize {
+    const CAP: usize = 4 << 30;
+    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|info| mem_total(&info));
+    total.map_or(CAP, |bytes| (bytes / 4).min(CAP))
+}
+
+/// `MemTotal` from `/proc/meminfo`, in bytes.
+fn mem_total(meminfo: &str) -> Option<usize> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// One connection's byte account.
+#[derive(Debug)]
+pub(crate) struct ConnBudget {
+    /// Past this many held bytes the connection reads and handles no more input.
+    limit: usize,
+    /// Bytes of requests parked in the lane (waiting for the in-flight limit or credit).
+    parked: usize,
+    /// Bytes of encoded replies waiting in the lane behind earlier requests.
+    ready: usize,
+    /// Jobs with the executor (each holds `estimate` until its reply is encoded).
+    in_flight: usize,
+    /// Bytes reserved per reply in flight: the largest reply so far, at least
+    /// [`REPLY_ESTIMATE`].
+    estimate: usize,
+    /// Bytes in the write buffer not yet written to the socket.
+    unsent: usize,
+    /// Capacity of the read buffer.
+    read_buffer: usize,
+    /// [`ConnBudget::held`] as last published to the [`MemoryBudget`].
+    published: usize,
+    /// The read buffer every connection has (not counted against the fair share, so idle
+    /// connections are never paused by the server's limit).
+    base: usize,
+}
+
+impl ConnBudget {
+    pub(crate) fn new(limit: usize) -> ConnBudget {
+        ConnBudget {
+            limit,
+            parked: 0,
+            ready: 0,
+            in_flight: 0,
+            estimate: REPLY_ESTIMATE,
+            unsent: 0,
+            read_buffer: 0,
+            published: 0,
+            base: 0,
+        }
+    }
+
+    /// The read buffer size every connection starts with, and its read buffer now.
+    pub(crate) fn with_base(mut self, read_buffer: usize) -> ConnBudget {
+        self.base = read_buffer;
+        self.read_buffer = read_buffer;
+        self
+    }
+
+    pub(crate) fn park(&mut self, bytes: usize) {
+        self.parked += bytes;
+    }
+
+    pub(crate) fn unpark(&mut self, bytes: usize) {
+        self.parked -= bytes;
+    }
+
+    pub(crate) fn queue_ready(&mut self, bytes: usize) {
+        self.ready += bytes;
+    }
+
+    pub(crate) fn release_ready(&mut self, bytes: usize) {
+        self.ready -= bytes;
+    }
+
+    /// A job went to the executor: its reply is reserved.
+    pub(crate) fn reserve_reply(&mut self) {
+        self.in_flight += 1;
+    }
+
+    /// A job's reply is encoded, `bytes` long (and now counted as unsent output).
+    pub(crate) fn release_reply(&mut self, bytes: usize) {
+        self.in_flight -= 1;
+        self.estimate = self.estimate.max(bytes);
+    }
+
+    pub(crate) fn set_unsent(&mut self, bytes: usize) {
+        self.unsent = bytes;
+    }
+
+    pub(crate) fn set_read_buffer(&mut self, bytes: usize) {
+        self.read_buffer = bytes;
+    }
+
+    /// Everything this connection holds now.
+    pub(crate) fn held(&self) -> usize {
+        self.parked + self.replies() + self.read_buffer
+    }
+
+    /// Replies owed or unsent, estimates included.
+    fn replies(&self) -> usize {
+        self.ready + self.in_flight * self.estimate + self.unsent
+    }
+
+    /// Whether the connection must stop reading and handling input now, and why: over its
+    /// own budget, or over its share while the server is over its limit (counting this
+    /// connection's changes not yet published).
+    pub(crate) fn pause(&self, memory: &MemoryBudget) -> Option<Pause> {
+        let held = self.held();
+        if held > self.limit {
+            return Some(Pause::Own);
+        }
+        let total = memory.held().saturating_add_signed(held as isize - self.published as isize);
+        let excess = held - self.read_buffer.min(self.base);
+        let over_share = total > memory.limit && excess >= memory.share().max(1);
+        let over_slack = total > memory.limit.saturating_add(memory.slack()) && excess > 0;
+        (over_share || over_slack).then_some(Pause::Shared)
+    }
+
+    /// Whether one more job may go to the executor: only while its reply fits next to the
+    /// replies already owed, so a client that does not read cannot make the engine produce
+    /// replies without bound (parked requests alone never block submission: submitting is
+    /// what frees them); and, past the server's limit, not by a connection over its share
+    /// unless it has nothing in flight (an outcome to come guarantees progress).
+    pub(crate) fn may_submit(&self, memory: &MemoryBudget) -> bool {
+        let fits = self.replies() + self.estimate <= self.limit;
+        fits && (self.in_flight == 0 || self.pause(memory) != Some(Pause::Shared))
+    }
+
+    /// The change in held bytes since the last call, to add to the [`MemoryBudget`].
+    pub(crate) fn publish(&mut self) -> isize {
+        let held = self.held();
+        let delta = held as isize - self.published as isize;
+        self.published = held;
+        delta
+    }
+
+    /// Publishes the change now if it has grown past [`PUBLISH_EVERY`] since the last time.
+    pub(crate) fn publish_if_due(&mut self, memory: &MemoryBudget) {
+        if self.held().abs_diff(self.published) >= PUBLISH_EVERY {
+            memory.add(self.publish());
+        }
+    }
+
+    /// The connection closes: what it had published, to take off the [`MemoryBudget`].
+    pub(crate) fn withdraw(&mut self) -> usize {
+        std::mem::take(&mut self.published)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn past_the_server_limit_only_connections_over_their_share_pause() {
+        let memory = MemoryBudget::new(10_000);
+        memory.opened();
+        memory.opened();
+        let mut big = ConnBudget::new(1 << 20).with_base(1000);
+        big.park(9_000);
+        memory.add(big.publish());
+        let mut small = ConnBudget::new(1 << 20).with_base(1000);
+        memory.add(small.publish());
+        assert_eq!(memory.held(), 11_000);
+        assert_eq!(big.pause(&memory), Some(Pause::Shared), "9,000 over a share of 5,000");
+        assert_eq!(small.pause(&memory), None, "an idle connection never pauses");
+        small.park(4_000);
+        assert_eq!(small.pause(&memory), Some(Pause::Shared), "under its share, past the slack");
+        big.unpark(8_000);
+        memory.add(big.publish());
+        assert_eq!(memory.held(), 3_000);
+        memory.add(small.publish());
+        assert_eq!(memory.held(), 7_000);
+        big.park(3_500);
+        memory.add(big.publish());
+        assert_eq!(small.pause(&memory), None, "under its share, within the slack");
+        small.park(1_000);
+        assert_eq!(small.pause(&memory), Some(Pause::Shared), "at its share");
+        big.unpark(4_500);
+        memory.add(big.publish());
+        assert_eq!(small.pause(&memory), None, "memory drained");
+        memory.add(-(big.withdraw() as isize));
+        assert_eq!(memory.peak(), 11_000);
+    }
+
+    #[test]
+    fn meminfo_total_is_read_in_bytes() {
+        let info = "MemTotal:        8029152 kB\nMemFree:  1 kB\n";
+        assert_eq!(mem_total(info), Some(8_029_152 * 1024));
+        assert_eq!(mem_total("nothing"), None);
+    }
+
+    #[test]
+    fn replies_owed_block_submission_but_parked_requests_do_not() {
+        let memory = MemoryBudget::new(usize::MAX);
+        let mut budget = ConnBudget::new(4 * REPLY_ESTIMATE);
+        budget.park(100 * REPLY_ESTIMATE);
+        assert_eq!(budget.pause(&memory), Some(Pause::Own));
+        assert!(budget.may_submit(&memory), "submitting frees parked bytes");
+        budget.unpark(100 * REPLY_ESTIMATE);
+        for _ in 0..3 {
+            budget.reserve_reply();
+        }
+        assert!(budget.may_submit(&memory));
+        budget.reserve_reply();
+        assert!(!budget.may_submit(&memory), "four replies reserved fill the budget");
+        assert_eq!(budget.pause(&memory), None);
+        budget.set_unsent(1);
+        assert_eq!(budget.pause(&memory), Some(Pause::Own));
+        budget.release_reply(2 * REPLY_ESTIMATE);
+        budget.set_unsent(0);
+        assert_eq!(budget.held(), 3 * 2 * REPLY_ESTIMATE, "the estimate rose to the largest reply");
+    }
+
+    #[test]
+    fn publishing_reports_changes_once() {
+        let mut budget = ConnBudget::new(1 << 20);
+        budget.set_read_buffer(1000);
+        assert_eq!(budget.publish(), 1000);
+        assert_eq!(budget.publish(), 0);
+        budget.set_read_buffer(10);
+        assert_eq!(budget.publish(), -990);
+        assert_eq!(budget.withdraw(), 10);
+    }
+}
