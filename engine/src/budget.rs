@@ -31,6 +31,11 @@ pub(crate) enum Pause {
     Shared,
 }
 
+/// Memory a parked job holds besides its request's bytes: its lane entry, the boxed decoded
+/// call and its arguments. Measured: 100 connections with 65,000 `counter-add` parked each
+/// grew the release engine's RSS by about 215 bytes per job over the 64 bytes of request.
+pub(crate) const PARKED_JOB: usize = 160;
+
 /// A connection's change is published to the [`MemoryBudget`] at least every this many bytes
 /// (besides once per turn), so what other threads cannot see yet stays about one read per
 /// thread, even where a read's requests become reply reserves many times their size.
@@ -106,8 +111,8 @@ impl MemoryBudget {
     /// How far past the limit connections under their share may still grow: a little, so
     /// that a connection with a request or two parked is not stopped at once, but bounded,
     /// since every connection under its share growing to it would double the limit. Past
-    /// the slack only connections holding nothing beyond their read buffer go on (their
-    /// OOB requests still run: an OOB reply is written at once).
+    /// the slack only connections holding nothing beyond their read buffer and one job in
+    /// flight go on (their OOB requests still run: an OOB reply is written at once).
     fn slack(&self) -> usize {
         self.limit / SLACK_FRACTION
     }
@@ -176,12 +181,13 @@ impl ConnBudget {
         self
     }
 
+    /// A request of `bytes` is parked (its job's own size is counted on top).
     pub(crate) fn park(&mut self, bytes: usize) {
-        self.parked += bytes;
+        self.parked += bytes + PARKED_JOB;
     }
 
     pub(crate) fn unpark(&mut self, bytes: usize) {
-        self.parked -= bytes;
+        self.parked -= bytes + PARKED_JOB;
     }
 
     pub(crate) fn queue_ready(&mut self, bytes: usize) {
@@ -232,7 +238,10 @@ impl ConnBudget {
         let total = memory.held().saturating_add_signed(held as isize - self.published as isize);
         let excess = held - self.read_buffer.min(self.base);
         let over_share = total > memory.limit && excess >= memory.share().max(1);
-        let over_slack = total > memory.limit.saturating_add(memory.slack()) && excess > 0;
+        // One job in flight does not count here: a client waiting on a long in-band command
+        // (a `stall`) must still get its OOB requests (a `release`) answered.
+        let beyond_one_job = excess.saturating_sub(self.in_flight.min(1) * self.estimate);
+        let over_slack = total > memory.limit.saturating_add(memory.slack()) && beyond_one_job > 0;
         (over_share || over_slack).then_some(Pause::Shared)
     }
 
@@ -277,26 +286,26 @@ mod tests {
         memory.opened();
         memory.opened();
         let mut big = ConnBudget::new(1 << 20).with_base(1000);
-        big.park(9_000);
+        big.park(9_000 - PARKED_JOB);
         memory.add(big.publish());
         let mut small = ConnBudget::new(1 << 20).with_base(1000);
         memory.add(small.publish());
         assert_eq!(memory.held(), 11_000);
         assert_eq!(big.pause(&memory), Some(Pause::Shared), "9,000 over a share of 5,000");
         assert_eq!(small.pause(&memory), None, "an idle connection never pauses");
-        small.park(4_000);
+        small.park(4_000 - PARKED_JOB);
         assert_eq!(small.pause(&memory), Some(Pause::Shared), "under its share, past the slack");
-        big.unpark(8_000);
+        big.unpark(8_000 - PARKED_JOB);
         memory.add(big.publish());
         assert_eq!(memory.held(), 3_000);
         memory.add(small.publish());
         assert_eq!(memory.held(), 7_000);
-        big.park(3_500);
+        big.park(3_500 - PARKED_JOB);
         memory.add(big.publish());
         assert_eq!(small.pause(&memory), None, "under its share, within the slack");
-        small.park(1_000);
+        small.park(1_000 - PARKED_JOB);
         assert_eq!(small.pause(&memory), Some(Pause::Shared), "at its share");
-        big.unpark(4_500);
+        big.unpark(4_500 - PARKED_JOB);
         memory.add(big.publish());
         assert_eq!(small.pause(&memory), None, "memory drained");
         memory.add(-(big.withdraw() as isize));

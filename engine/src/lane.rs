@@ -187,7 +187,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::budget::REPLY_ESTIMATE;
+    use crate::budget::{PARKED_JOB, REPLY_ESTIMATE};
     use crate::job::{Batch, Exchange, Mailbox, Work};
     use crate::registry::CommandError;
     use crate::reply::{self, Form, IdBuf};
@@ -236,7 +236,11 @@ mod tests {
         assert_eq!(lane.push_job(to(b"4"), job(), 10, 2, &mut jobs, &mut b, &m), Pushed::Parked);
         lane.push_ready(b"E5\n".to_vec(), &mut b);
         let two_in_flight = 2 * REPLY_ESTIMATE;
-        assert_eq!(b.held(), 10 + 3 + 3 + two_in_flight, "one parked request, two ready replies");
+        assert_eq!(
+            b.held(),
+            10 + PARKED_JOB + 3 + 3 + two_in_flight,
+            "one parked request, two ready replies"
+        );
         assert!(!lane.waits_for_credit(2), "parked by the in-flight limit");
 
         answered(&mut jobs, &rx);
