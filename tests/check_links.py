@@ -8,7 +8,7 @@
 - Every `docs/NAME.md#anchor` mentioned in tracked source files (doc comments, tests,
   scripts) must resolve the same way, relative to the repository root.
 - No tracked file may point at the contract documents that live outside the repository
-  (the contract documents kept outside the repository, see OUTSIDE below).
+  (their names are in the OUTSIDE pattern below).
 
 Links with a scheme (`https:`, `mailto:`) are not fetched. Standard library only; run from
 anywhere: `python3 tests/check_links.py`. Exits 1 and lists every broken link.
