@@ -247,18 +247,22 @@ impl<S, V> ParserThread<S, V> {
         }
     }
 
-    fn add_conn(&mut self, mut stream: Stream, dialect: Dialect) {
-        let entry = self.conns.vacant_entry();
-        let key = entry.key();
+    /// Registers a new socket with this thread's poll under the next free slab key and builds
+    /// its connection (not yet inserted: the caller inserts it at that key).
+    fn new_conn(&mut self, mut stream: Stream, dialect: Dialect) -> Option<Conn<S, V>> {
+        let key = self.conns.vacant_key();
         if let Err(e) = stream.register(self.poll.registry(), Token(key)) {
             tracing::warn!(error = %e, "cannot register a connection");
-            return;
+            return None;
         }
         let id = ConnId { key: key as u32, serial: self.next_serial };
         self.next_serial = self.next_serial.wrapping_add(1);
         let limits = &self.worker.limits;
-        let mut conn =
-            Conn::new(id, dialect, stream, limits.max_message_bytes, limits.conn_budget_bytes);
+        Some(Conn::new(id, dialect, stream, limits.max_message_bytes, limits.conn_budget_bytes))
+    }
+
+    fn add_conn(&mut self, stream: Stream, dialect: Dialect) {
+        let Some(mut conn) = self.new_conn(stream, dialect) else { return };
         let negotiation = self.worker.limits.negotiation_timeout;
         if dialect == Dialect::Qmp {
             qmp::greeting(&mut conn.session.output.buf, &self.worker.info.version);
@@ -267,7 +271,7 @@ impl<S, V> ParserThread<S, V> {
             }
         }
         let deadline = conn.negotiate_by;
-        entry.insert(conn);
+        let key = self.conns.insert(conn);
         if let Some(at) = deadline {
             self.arm_sweep(at);
         }
@@ -279,22 +283,13 @@ impl<S, V> ParserThread<S, V> {
 
     /// A connection refused at the cap, its error and FIN already sent: it only lingers,
     /// and is not counted as open.
-    fn add_refused(&mut self, mut stream: Stream, dialect: Dialect) {
+    fn add_refused(&mut self, stream: Stream, dialect: Dialect) {
         let until = self.linger_until();
-        let entry = self.conns.vacant_entry();
-        let key = entry.key();
-        if stream.register(self.poll.registry(), Token(key)).is_err() {
-            return;
-        }
-        let id = ConnId { key: key as u32, serial: self.next_serial };
-        self.next_serial = self.next_serial.wrapping_add(1);
-        let limits = &self.worker.limits;
-        let mut conn =
-            Conn::new(id, dialect, stream, limits.max_message_bytes, limits.conn_budget_bytes);
+        let Some(mut conn) = self.new_conn(stream, dialect) else { return };
         conn.begin_linger(until);
         conn.refused = true;
         conn.send_fin_when_answered(); // marks the FIN admission sent
-        entry.insert(conn);
+        let key = self.conns.insert(conn);
         self.arm_sweep(until);
         self.activate(key);
     }
