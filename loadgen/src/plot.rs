@@ -66,6 +66,41 @@ pub(crate) fn write_plots(
     dir: &Path,
     stem: &str,
 ) -> Result<(), Error> {
+    write_svg_and_png(&PercentileChart { curves, title }, dir, stem)
+}
+
+/// A chart that can be drawn on any plotters backend, so one routine writes it as SVG and PNG.
+trait Chart {
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> Result<(), String>;
+}
+
+/// Latency by percentile, one curve per lane.
+struct PercentileChart<'a> {
+    curves: &'a [Curve],
+    title: &'a str,
+}
+
+impl Chart for PercentileChart<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> Result<(), String> {
+        draw(root, self.curves, self.title)
+    }
+}
+
+/// Latency against achieved rate over a sweep's steps.
+struct SweepChart<'a> {
+    series: &'a [SweepSeries],
+    knee: Option<f64>,
+    title: &'a str,
+}
+
+impl Chart for SweepChart<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> Result<(), String> {
+        draw_sweep(root, self.series, self.knee, self.title)
+    }
+}
+
+/// Writes `stem.svg`, then `stem.png` (the SVG stays even if the PNG fails).
+fn write_svg_and_png(chart: &impl Chart, dir: &Path, stem: &str) -> Result<(), Error> {
     let svg = dir.join(format!("{stem}.svg"));
     let png = dir.join(format!("{stem}.png"));
     let plot_err = |path: &Path| {
@@ -73,8 +108,8 @@ pub(crate) fn write_plots(
         move |why: String| Error::Plot { path, why }
     };
     register_font();
-    draw(SVGBackend::new(&svg, SIZE).into_drawing_area(), curves, title).map_err(plot_err(&svg))?;
-    draw(BitMapBackend::new(&png, SIZE).into_drawing_area(), curves, title).map_err(plot_err(&png))
+    chart.draw(SVGBackend::new(&svg, SIZE).into_drawing_area()).map_err(plot_err(&svg))?;
+    chart.draw(BitMapBackend::new(&png, SIZE).into_drawing_area()).map_err(plot_err(&png))
 }
 
 /// Registers the embedded font as plotters' "sans-serif", once per process.
@@ -170,17 +205,7 @@ pub(crate) fn write_sweep_plots(
     dir: &Path,
     stem: &str,
 ) -> Result<(), Error> {
-    let svg = dir.join(format!("{stem}.svg"));
-    let png = dir.join(format!("{stem}.png"));
-    let plot_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |why: String| Error::Plot { path, why }
-    };
-    register_font();
-    draw_sweep(SVGBackend::new(&svg, SIZE).into_drawing_area(), series, knee, title)
-        .map_err(plot_err(&svg))?;
-    draw_sweep(BitMapBackend::new(&png, SIZE).into_drawing_area(), series, knee, title)
-        .map_err(plot_err(&png))
+    write_svg_and_png(&SweepChart { series, knee, title }, dir, stem)
 }
 
 fn draw_sweep<DB: DrawingBackend>(
