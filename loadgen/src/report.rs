@@ -292,20 +292,9 @@ pub(crate) fn hlog(
     period: Duration,
     start: std::time::SystemTime,
 ) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut serializer = V2DeflateSerializer::new();
-    let mut builder = IntervalLogWriterBuilder::new();
-    builder
-        .add_comment("loadgen interval log: corrected latency in nanoseconds, tag = lane")
-        .with_start_time(start)
-        .with_base_time(start)
-        .with_max_value_divisor(1e6);
-    let Ok(mut log) = builder.begin_log_with(&mut out, &mut serializer) else { return Vec::new() };
-    for (index, lane, h) in intervals {
-        let tag = Tag::new(&lanes[*lane]);
-        let _ = log.write_histogram(h, period * *index, period, tag);
-    }
-    out
+    let entries =
+        intervals.iter().map(|(index, lane, h)| (lanes[*lane].clone(), h, period * *index, period));
+    write_log("loadgen interval log: corrected latency in nanoseconds, tag = lane", start, entries)
 }
 
 /// The run's full-resolution histograms as one HdrHistogram log, for exact merging
@@ -317,22 +306,33 @@ pub(crate) fn histograms_log(
     window: Duration,
     start: std::time::SystemTime,
 ) -> Vec<u8> {
+    let per_lane = lanes.iter().flat_map(|(name, corrected, service)| {
+        [("corrected", corrected), ("service", service)]
+            .map(|(kind, h)| (format!("{kind}.{name}"), h, Duration::ZERO, window))
+    });
+    let entries = per_lane.chain([("send_lag".to_owned(), lag, Duration::ZERO, window)]);
+    write_log("loadgen run histograms: latency in nanoseconds, tag = kind.lane", start, entries)
+}
+
+/// An HdrHistogram interval log (V2 deflate, values in ns, `max` in ms) of `(tag, histogram,
+/// start offset, duration)` entries; empty if the log cannot be started.
+fn write_log<'h>(
+    comment: &str,
+    start: std::time::SystemTime,
+    entries: impl Iterator<Item = (String, &'h Histogram<u64>, Duration, Duration)>,
+) -> Vec<u8> {
     let mut out = Vec::new();
     let mut serializer = V2DeflateSerializer::new();
     let mut builder = IntervalLogWriterBuilder::new();
     builder
-        .add_comment("loadgen run histograms: latency in nanoseconds, tag = kind.lane")
+        .add_comment(comment)
         .with_start_time(start)
         .with_base_time(start)
         .with_max_value_divisor(1e6);
     let Ok(mut log) = builder.begin_log_with(&mut out, &mut serializer) else { return Vec::new() };
-    for (name, corrected, service) in lanes {
-        for (kind, h) in [("corrected", corrected), ("service", service)] {
-            let tag = format!("{kind}.{name}");
-            let _ = log.write_histogram(h, Duration::ZERO, window, Tag::new(&tag));
-        }
+    for (tag, h, offset, duration) in entries {
+        let _ = log.write_histogram(h, offset, duration, Tag::new(&tag));
     }
-    let _ = log.write_histogram(lag, Duration::ZERO, window, Tag::new("send_lag"));
     out
 }
 
