@@ -28,6 +28,9 @@ pub(crate) trait Call<S, V>: Send {
     fn failure(&self) -> Option<ErrorClass>;
     /// The command's registration index: which free list the call goes back to.
     fn command(&self) -> usize;
+    /// Executor, durable and cluster modes: the stored arguments as JSON if the command is
+    /// replicated; `None` for a command that runs on this member only.
+    fn log_args(&self) -> Option<String>;
     /// For refilling a reused call with new arguments of its own type.
     fn as_any(&mut self) -> &mut dyn Any;
 }
@@ -70,10 +73,22 @@ impl<S, V> CallPool<S, V> {
     }
 }
 
+/// Encodes a replicated command's arguments for the log.
+pub(crate) type LogArgs<A> = fn(&A) -> String;
+
+/// The [`LogArgs`] of every replicated command: JSON, as the wire carries arguments.
+pub(crate) fn encode_json<A: Serialize>(args: &A) -> String {
+    // Serializing a derived `Serialize` type into a `String` cannot fail but for a map with
+    // non-string keys, which `Deserialize` from JSON could not have produced.
+    serde_json::to_string(args).unwrap_or_else(|_| "{}".to_owned())
+}
+
 /// The typed call of one command: `H` is its in-band handler.
 pub(crate) struct TypedCall<A, R, H> {
     command: usize,
     handler: Arc<H>,
+    /// Replicated commands only.
+    log: Option<LogArgs<A>>,
     /// Set by the parser thread, taken by `run`.
     args: Option<A>,
     /// Set by `run` (or `fail`), taken by `write_reply`.
@@ -85,6 +100,7 @@ impl<A: 'static, R: 'static, H: 'static> TypedCall<A, R, H> {
     pub(crate) fn prepare<S, V>(
         command: usize,
         handler: &Arc<H>,
+        log: Option<LogArgs<A>>,
         args: A,
         free: &mut Vec<BoxedCall<S, V>>,
     ) -> BoxedCall<S, V>
@@ -95,6 +111,7 @@ impl<A: 'static, R: 'static, H: 'static> TypedCall<A, R, H> {
             Box::new(TypedCall::<A, R, H> {
                 command,
                 handler: Arc::clone(handler),
+                log,
                 args: None,
                 outcome: None,
             })
@@ -137,6 +154,10 @@ where
 
     fn command(&self) -> usize {
         self.command
+    }
+
+    fn log_args(&self) -> Option<String> {
+        Some((self.log?)(self.args.as_ref()?))
     }
 
     fn as_any(&mut self) -> &mut dyn Any {

@@ -33,6 +33,9 @@ pub struct Config {
     /// Where to serve Prometheus metrics (`GET /metrics`, OpenMetrics text), `tcp:` only;
     /// `None` serves none. See the `metrics` module table for what is exported.
     pub metrics: Option<Address>,
+    /// Durable (`--data`) or replicated (`--cluster`) in-band log; `None` (the default): the
+    /// state lives in this process only. See `docs/cluster.md` in the repository.
+    pub replication: Option<crate::Replication>,
 }
 
 /// Per-connection and per-server bounds. Every one is a memory or fairness bound: past it
@@ -116,6 +119,7 @@ impl Default for Config {
             limits: Limits::default(),
             package: format!("engine {}", env!("CARGO_PKG_VERSION")),
             metrics: None,
+            replication: None,
         }
     }
 }

@@ -2,8 +2,10 @@
 //! [`Registry`] API exactly as an embedding user would. The `engine` binary serves it; tests and
 //! the load generator use it.
 //!
-//! In-band handlers run on the executor; `ping`, `query-counter`, `release` and
-//! `query-stats` are allow-oob and must never block. `query-qmp-schema` (QMP introspection)
+//! In-band handlers run on the executor; `ping`, `query-counter`, `release`, `query-stats`
+//! and `query-cluster` are allow-oob and must never block. `counter-add` is the one
+//! replicated command (it changes the state); the other in-band commands run on this member
+//! only. `query-qmp-schema` (QMP introspection)
 //! and `rpc.discover` (OpenRPC) answer from the registry's own recorded schemas; the one
 //! event the set emits by itself, `SHUTDOWN`, is declared so introspection lists it. `stall`/`release` reproduce QEMU's own
 //! OOB test: a blocked executor, and an OOB command that must still answer.
@@ -19,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::introspect::SchemaInfo;
 use crate::openrpc::{DISCOVER, OpenRpc};
 use crate::registry::{CommandError, CommandInfo, Empty, NoArgs, Registry, VersionInfo};
+use crate::replica::ClusterStatus;
 use crate::stats::StatsSnapshot;
 
 /// Longest `work` accepted: simulated service time is for load tests, not for wedging the
@@ -29,8 +32,8 @@ const DEFAULT_STALL: Duration = Duration::from_secs(60);
 /// Longest `stall` accepted.
 const MAX_STALL: Duration = Duration::from_secs(600);
 
-/// State owned by the executor.
-#[derive(Debug, Default)]
+/// State owned by the executor (its snapshot form is its JSON).
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct DemoState {
     counter: i64,
 }
@@ -107,7 +110,7 @@ struct WorkArgs {
     us: u64,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct CounterAddArgs {
     delta: i64,
@@ -149,14 +152,14 @@ struct ShutdownData {
 pub fn registry() -> Registry<DemoState, DemoShared> {
     let mut registry = Registry::new(DemoState::default(), Arc::new(DemoShared::default()));
     registry
-        .inband("query-version", |exec, _: NoArgs| -> Result<VersionInfo, _> {
+        .inband_local("query-version", |exec, _: NoArgs| -> Result<VersionInfo, _> {
             Ok(exec.ctx().version().clone())
         })
-        .inband("query-commands", |exec, _: NoArgs| -> Result<Vec<CommandInfo>, _> {
+        .inband_local("query-commands", |exec, _: NoArgs| -> Result<Vec<CommandInfo>, _> {
             Ok(exec.ctx().commands().to_vec())
         })
         .allow_oob("ping", |_, _: NoArgs| Ok(Empty {}))
-        .inband("work", |_, args: WorkArgs| {
+        .inband_local("work", |_, args: WorkArgs| {
             let time = Duration::from_micros(args.us);
             if time > MAX_WORK {
                 return Err(CommandError::generic(format!("'us' must be at most {MAX_WORK:?}")));
@@ -177,7 +180,7 @@ pub fn registry() -> Registry<DemoState, DemoShared> {
         .allow_oob("query-counter", |ctx, _: NoArgs| {
             Ok(CounterValue { value: ctx.shared().counter.load(Ordering::Acquire) })
         })
-        .inband("stall", |exec, args: StallArgs| {
+        .inband_local("stall", |exec, args: StallArgs| {
             let timeout = args.timeout_ms.map_or(DEFAULT_STALL, Duration::from_millis);
             if timeout > MAX_STALL {
                 return Err(CommandError::generic(format!(
@@ -191,22 +194,37 @@ pub fn registry() -> Registry<DemoState, DemoShared> {
             Ok(Released { released: ctx.shared().gate.release() })
         })
         .allow_oob("query-stats", |ctx, _: NoArgs| -> Result<StatsSnapshot, _> { Ok(ctx.stats()) })
-        .inband("query-qmp-schema", |exec, _: NoArgs| -> Result<Vec<SchemaInfo>, _> {
+        .allow_oob("query-cluster", |ctx, _: NoArgs| -> Result<ClusterStatus, _> {
+            ctx.cluster().ok_or_else(|| {
+                CommandError::generic(
+                    "this engine is not clustered (start it with --cluster or --data)",
+                )
+            })
+        })
+        .inband_local("query-qmp-schema", |exec, _: NoArgs| -> Result<Vec<SchemaInfo>, _> {
             Ok(exec.ctx().qmp_schema().to_vec())
         })
-        .inband(DISCOVER, |exec, _: NoArgs| -> Result<OpenRpc, _> {
+        .inband_local(DISCOVER, |exec, _: NoArgs| -> Result<OpenRpc, _> {
             Ok(exec.ctx().openrpc().clone())
         })
         .event::<ShutdownData>("SHUTDOWN")
-        .inband("emit-event", |exec, args: EmitEventArgs| {
+        .inband_local("emit-event", |exec, args: EmitEventArgs| {
             exec.emit_event(args.event, args.data.map(serde_json::Value::Object));
             Ok(Empty {})
         })
-        .inband("quit", |exec, _: NoArgs| {
+        .inband_local("quit", |exec, _: NoArgs| {
             exec.request_shutdown("host-qmp-quit");
             Ok(Empty {})
         })
-        .on_shutdown(|shared| shared.gate.close());
+        .on_shutdown(|shared| shared.gate.close())
+        .snapshots(
+            |state| serde_json::to_vec(state).map_err(|e| e.to_string()),
+            |bytes, shared| {
+                let state: DemoState = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+                shared.counter.store(state.counter, Ordering::Release);
+                Ok(state)
+            },
+        );
     registry
 }
 

@@ -15,9 +15,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
+use openraft::EntryPayload;
+
 use crate::call::BoxedCall;
 use crate::job::{Arrival, Batch, ConnId, Done, Exchange, Job, Work};
 use crate::registry::{CommandError, Ctx, Effects, Event, Exec, ServerInfo, ShutdownHook};
+use crate::replica::{Entry, LoggedCommand, ToExecutor};
+use crate::replicated::{Admitted, Parked, ReplicatedLane};
 use crate::stats::{ExecutorHistograms, PUBLISH_EVERY, Stats};
 
 /// Batches taken before ending the round (waking waiting threads, publishing statistics):
@@ -61,6 +65,8 @@ pub(crate) struct Executor<S, V> {
     /// Private latency histograms, folded into `stats` every `PUBLISH_EVERY`.
     local: ExecutorHistograms,
     last_publish: Instant,
+    /// Durable and cluster modes: replicated calls waiting for their entry.
+    log: Option<ReplicatedLane<S, V>>,
 }
 
 impl<S, V> Executor<S, V> {
@@ -87,7 +93,14 @@ impl<S, V> Executor<S, V> {
             shutting_down: false,
             local: ExecutorHistograms::new(),
             last_publish: Instant::now(),
+            log: None,
         }
+    }
+
+    /// Durable and cluster modes: replicated calls go through the log.
+    pub(crate) fn with_log(mut self, log: Option<ReplicatedLane<S, V>>) -> Self {
+        self.log = log;
+        self
     }
 
     /// The registry's shutdown hook, run when shutdown begins on the executor.
@@ -167,15 +180,33 @@ impl<S, V> Executor<S, V> {
     }
 
     fn handle(&mut self, thread: usize, sent: Instant, job: Job<S, V>) {
+        let job = match &mut self.log {
+            Some(log) => match log.admit(thread, sent, job) {
+                Admitted::RunNow(job) => job,
+                Admitted::Parked => return,
+            },
+            None => job,
+        };
+        self.handle_now(thread, sent, job);
+    }
+
+    fn handle_now(&mut self, thread: usize, sent: Instant, job: Job<S, V>) {
         match job.work {
             Work::Call(call) => self.call(thread, sent, job.conn, call),
             Work::Emit(event) => self.broadcast(event),
             Work::Shutdown(reason) => self.begin_shutdown(reason),
             Work::ParserDone => self.parsers_left -= 1,
+            Work::Replica(message) => self.replica(*message),
         }
     }
 
     fn call(&mut self, thread: usize, sent: Instant, conn: ConnId, mut call: BoxedCall<S, V>) {
+        let effects = self.run_call(sent, &mut call);
+        self.finish_call(thread, conn, call, effects);
+    }
+
+    /// Runs a call's handler on the state, keeping its outcome in the call.
+    fn run_call(&mut self, sent: Instant, call: &mut BoxedCall<S, V>) -> Effects {
         let started = Instant::now();
         self.stats.set_busy(Some(started));
         let mut effects = Effects::default();
@@ -192,6 +223,18 @@ impl<S, V> Executor<S, V> {
         }
         self.stats.set_busy(None);
         self.local.record(started.saturating_duration_since(sent), started.elapsed());
+        effects
+    }
+
+    /// Answers a call that has run: its events first, then its outcome, then the shutdown it
+    /// asked for.
+    fn finish_call(
+        &mut self,
+        thread: usize,
+        conn: ConnId,
+        call: BoxedCall<S, V>,
+        effects: Effects,
+    ) {
         for event in effects.events {
             self.broadcast(event);
         }
@@ -201,6 +244,87 @@ impl<S, V> Executor<S, V> {
         }
         if let Some(reason) = effects.shutdown {
             self.begin_shutdown(reason);
+        }
+    }
+
+    /// A message from the replicated log (durable and cluster modes only).
+    fn replica(&mut self, message: ToExecutor) {
+        let Some(log) = &mut self.log else { return };
+        match message {
+            ToExecutor::Apply { entries, done } => {
+                for entry in entries {
+                    self.apply(entry);
+                }
+                let _ = done.send(());
+            }
+            ToExecutor::Refuse { first_seq, count, verdict } => {
+                log.refuse(first_seq, count, &verdict);
+            }
+            ToExecutor::Save { done } => {
+                let saved = (log.snapshots.save)(&self.state);
+                let _ = done.send(saved.map(|state| (state, log.position.clone())));
+            }
+            ToExecutor::Install { state, position, done } => {
+                let restored = (log.snapshots.restore)(&state, &self.shared);
+                let installed = restored.map(|state| {
+                    self.state = state;
+                    log.position = position;
+                });
+                let _ = done.send(installed);
+            }
+        }
+        self.answer_parked();
+    }
+
+    /// Applies one committed entry: this run's waiting calls run themselves (their replies
+    /// wait their turn); any other command is replayed from the log.
+    fn apply(&mut self, entry: Entry) {
+        let Some(log) = &mut self.log else { return };
+        log.position.advance(&entry);
+        let EntryPayload::Normal(proposal) = entry.payload else { return };
+        for (k, command) in proposal.commands.iter().enumerate() {
+            let seq = proposal.first_seq + k as u64;
+            let log = self.log.as_mut().expect("checked above");
+            match log.take_waiting(proposal.origin, seq) {
+                Some((sent, mut call)) => {
+                    let effects = self.run_call(sent, &mut call);
+                    self.log.as_mut().expect("checked above").ran(seq, call, effects);
+                }
+                None => self.replay(command),
+            }
+        }
+    }
+
+    /// Re-runs a logged command whose caller is not here; its result goes nowhere.
+    fn replay(&mut self, command: &LoggedCommand) {
+        let Some(log) = &self.log else { return };
+        let commands = Arc::clone(&log.commands);
+        let Some(replay) = commands.get(&command.name).and_then(|c| c.replay.as_ref()) else {
+            tracing::error!(command = command.name, "the log holds a command this engine lacks");
+            return;
+        };
+        let mut effects = Effects::default();
+        {
+            let ctx = Ctx { shared: &*self.shared, stats: &self.stats, info: &self.info };
+            let mut exec = Exec { state: &mut self.state, ctx, effects: &mut effects };
+            // A failure here failed on the proposing member too: handlers are deterministic.
+            let _ = contain_panic(|| replay(&mut exec, &command.args));
+        }
+        for event in effects.events {
+            self.broadcast(event);
+        }
+    }
+
+    /// Answers (or runs) the parked jobs that have reached the front.
+    fn answer_parked(&mut self) {
+        while let Some(parked) = self.log.as_mut().and_then(ReplicatedLane::pop_ready) {
+            match parked {
+                Parked::Replicated { thread, conn, call, ran, .. } => {
+                    let call = call.expect("a ready call is back in its slot");
+                    self.finish_call(thread, conn, call, ran.unwrap_or_default());
+                }
+                Parked::Behind { thread, sent, job } => self.handle_now(thread, sent, job),
+            }
         }
     }
 
@@ -244,6 +368,9 @@ impl<S, V> Executor<S, V> {
     }
 
     fn end_round(&mut self) {
+        if let Some(log) = &mut self.log {
+            log.propose();
+        }
         self.wake_sleepers();
         self.stats.queue_depth.store(self.exchange.queued(), Ordering::Relaxed);
         if self.last_publish.elapsed() >= PUBLISH_EVERY {

@@ -112,7 +112,7 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Harness<S, V> {
     /// does, and starts the executor.
     fn start(registry: Registry<S, V>) -> Self {
         let Wiring { mut parsers, executor, controller, .. } =
-            Wiring::new(registry, 1, Limits::default(), Config::default().package)
+            Wiring::new(registry, 1, Limits::default(), Config::default().package, None)
                 .expect("poll and waker");
         let ParserParts { poll, worker } = parsers.remove(0);
         let executor = std::thread::spawn(move || executor.run());

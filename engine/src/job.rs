@@ -50,6 +50,9 @@ pub(crate) enum Work<S, V> {
     Shutdown(&'static str),
     /// A parser thread has drained and exited; the executor exits after the last one.
     ParserDone,
+    /// From the replicated log: entries to apply, refusals, snapshots.
+    /// (Boxed: it is rare, and jobs stay small.)
+    Replica(Box<crate::replica::ToExecutor>),
 }
 
 impl<S, V> std::fmt::Debug for Job<S, V> {
@@ -59,6 +62,7 @@ impl<S, V> std::fmt::Debug for Job<S, V> {
             Work::Emit(_) => "Emit",
             Work::Shutdown(_) => "Shutdown",
             Work::ParserDone => "ParserDone",
+            Work::Replica(_) => "Replica",
         };
         f.debug_struct("Job").field("conn", &self.conn).field("work", &kind).finish()
     }

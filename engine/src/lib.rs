@@ -42,6 +42,9 @@
 //! - `call`: a decoded in-band call, typed arguments in and typed result out, reused.
 //! - `job`: the hand-off: batches of jobs, outcome mailboxes, credits, the wake protocol.
 //! - `executor`: the ordered executor thread.
+//! - `replicated`: the executor's side of the replicated log (calls waiting for their entry).
+//! - `replica`: the replicated log itself (opt-in): openraft, its redb log, snapshots,
+//!   member-to-member network, proposal forwarding, `query-cluster`.
 //! - `placement`: thread layout and pinning policy.
 //! - `wiring`: builds a server's parts (used by `server` and `internals`).
 //! - `registry`: the public command API.
@@ -78,6 +81,8 @@ mod peek;
 mod placement;
 mod qmp;
 mod registry;
+mod replica;
+mod replicated;
 mod reply;
 mod server;
 mod stats;
@@ -93,6 +98,7 @@ pub use registry::{
     CommandError, CommandInfo, Ctx, Empty, ErrorClass, Exec, Lane, NoArgs, Registry, VersionInfo,
     VersionTriple,
 };
+pub use replica::{ClusterStatus, MemberProgress, Replication};
 pub use server::{Server, ServerHandle, ShutdownTrigger};
 pub use stats::{
     Connections, ExecutorSnapshot, Memory, Percentiles, Queue, Requests, Stats, StatsSnapshot,

@@ -16,10 +16,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use simd_json::Node;
 
-use crate::call::{BoxedCall, TypedCall};
+use crate::call::{BoxedCall, LogArgs, TypedCall};
 use crate::introspect::{SchemaInfo, Schemas};
 use crate::openrpc::OpenRpc;
 use crate::peek::Peeker;
+use crate::replica::{ClusterStatus, StatusCell};
 use crate::stats::{Stats, StatsSnapshot};
 
 /// Where a command may run.
@@ -121,7 +122,7 @@ impl fmt::Display for CommandError {
 
 /// Arguments of a command that takes none: accepts a missing or empty `arguments` object
 /// and rejects any member.
-#[derive(Clone, Copy, Debug, Default, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoArgs {}
 
@@ -197,6 +198,13 @@ impl<V> Ctx<'_, V> {
     pub fn openrpc(&self) -> &OpenRpc {
         &self.info.openrpc
     }
+
+    /// This member's view of the replicated log (`query-cluster`): `None` unless the server
+    /// runs durable or clustered ([`Config::replication`](crate::Config::replication)). A
+    /// durable single node reports itself as the leader of a cluster of one.
+    pub fn cluster(&self) -> Option<ClusterStatus> {
+        self.info.cluster.as_ref().map(|cell| cell.get())
+    }
 }
 
 /// Facts about the running server that handlers may report.
@@ -206,12 +214,14 @@ pub(crate) struct ServerInfo {
     pub(crate) version: VersionInfo,
     pub(crate) qmp_schema: Vec<SchemaInfo>,
     pub(crate) openrpc: OpenRpc,
+    pub(crate) cluster: Option<Arc<StatusCell>>,
 }
 
 impl ServerInfo {
     pub(crate) fn new<S: Send + 'static, V: Send + Sync + 'static>(
         registry: &Registry<S, V>,
         package: String,
+        cluster: Option<Arc<StatusCell>>,
     ) -> Self {
         let openrpc =
             crate::openrpc::document(&registry.schemas, &package, env!("CARGO_PKG_VERSION"));
@@ -219,6 +229,7 @@ impl ServerInfo {
             commands: registry.command_infos(),
             qmp_schema: crate::introspect::schema_info(&registry.schemas),
             openrpc,
+            cluster,
             version: VersionInfo { qemu: VersionTriple { micro: 0, minor: 1, major: 0 }, package },
         }
     }
@@ -297,6 +308,23 @@ type RunOob<V> = Box<
         + Sync,
 >;
 
+/// Re-runs a replicated command from its logged arguments (JSON text): on members that did
+/// not receive it, and when the log is replayed at start. Its result is not sent anywhere.
+pub(crate) type Replay<S, V> =
+    Box<dyn Fn(&mut Exec<'_, S, V>, &str) -> Result<(), CommandError> + Send + Sync>;
+
+/// How the executor's state is saved to and restored from a snapshot (replicated and durable
+/// modes only; see [`Registry::snapshots`]).
+pub(crate) struct SnapshotForm<S, V> {
+    pub(crate) save: SaveState<S>,
+    pub(crate) restore: RestoreState<S, V>,
+}
+
+/// Encodes the state for a snapshot.
+pub(crate) type SaveState<S> = Box<dyn Fn(&S) -> Result<Vec<u8>, String> + Send + Sync>;
+/// Decodes a snapshot's state, bringing the shared view up to date.
+pub(crate) type RestoreState<S, V> = Box<dyn Fn(&[u8], &V) -> Result<S, String> + Send + Sync>;
+
 /// Runs when shutdown starts, on the thread that starts it (shared by the server handle and
 /// the executor, which both may).
 pub(crate) type ShutdownHook<V> = Arc<dyn Fn(&V) + Send + Sync>;
@@ -311,6 +339,10 @@ pub(crate) struct Command<S, V> {
     pub(crate) prepare: Prepare<S, V>,
     /// Runs the command right here (allow-oob commands only).
     pub(crate) run_oob: Option<RunOob<V>>,
+    /// Replicated commands only (`Registry::inband`): re-runs it from its logged arguments.
+    /// In durable and cluster modes such a command goes through the replicated log; the
+    /// others run on this member only.
+    pub(crate) replay: Option<Replay<S, V>>,
 }
 
 /// The commands a server answers, with the state its executor will own and the view its
@@ -365,6 +397,8 @@ pub struct Registry<S, V> {
     pub(crate) on_shutdown: Option<ShutdownHook<V>>,
     /// Argument, result and event types, for `query-qmp-schema` and `rpc.discover`.
     pub(crate) schemas: Schemas,
+    /// The state's snapshot form, required by durable and cluster modes.
+    pub(crate) snapshots: Option<SnapshotForm<S, V>>,
 }
 
 impl<S, V> fmt::Debug for Registry<S, V> {
@@ -384,26 +418,62 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Registry<S, V> {
             commands: HashMap::new(),
             on_shutdown: None,
             schemas: Schemas::default(),
+            snapshots: None,
         }
     }
 
-    /// Registers an in-band command: `handler` runs on the executor, in total order.
+    /// Registers a replicated in-band command: `handler` runs on the executor, in total
+    /// order. This is the default for commands that change the state: with a durable log
+    /// (`--data`) or a cluster (`--cluster`), the command and its arguments are logged, made
+    /// durable (and replicated to a majority) before it runs, and it runs on every member in
+    /// the same order. It must therefore be **deterministic**: its effect on the state may
+    /// depend only on the state and its arguments (no clock, no randomness, no I/O). Without
+    /// a log it simply runs, as [`Registry::inband_local`] does. Commands that do not change
+    /// the state, or must not run on other members, use [`Registry::inband_local`].
     ///
     /// `A` and `R` also derive `schemars::JsonSchema`: their schemas are recorded here, and
     /// `query-qmp-schema` ([`Ctx::qmp_schema`]) and `rpc.discover` ([`Ctx::openrpc`])
-    /// describe the command from them.
+    /// describe the command from them. `A` derives `Serialize` too: it is how the arguments
+    /// are logged.
     ///
     /// # Panics
     /// If a command of that name is already registered.
     pub fn inband<A, R, F>(&mut self, name: &str, handler: F) -> &mut Self
+    where
+        A: Serialize + DeserializeOwned + JsonSchema + Send + 'static,
+        R: Serialize + JsonSchema + Send + 'static,
+        F: Fn(&mut Exec<'_, S, V>, A) -> Result<R, CommandError> + Send + Sync + 'static,
+    {
+        self.schemas.command::<A, R>(name, false);
+        let handler = Arc::new(handler);
+        let replay_handler = Arc::clone(&handler);
+        let replay: Replay<S, V> = Box::new(move |exec, args| {
+            let args: A = serde_json::from_str(args).map_err(|e| {
+                CommandError::generic(format!("logged arguments do not decode: {e}"))
+            })?;
+            replay_handler(exec, args).map(|_| ())
+        });
+        let prepare = self.prepare_with::<A, R, F>(handler, Some(crate::call::encode_json::<A>));
+        self.add(name, Lane::InBand, prepare, None, Some(replay))
+    }
+
+    /// Registers an in-band command that runs on this member only, never logged nor
+    /// replicated: queries, commands that act on this process (`stall`, `quit`), anything
+    /// that does not change the replicated state. It runs on the executor in total order with
+    /// every other in-band command of this member, after the replicated commands received
+    /// before it have been applied. Otherwise as [`Registry::inband`].
+    ///
+    /// # Panics
+    /// If a command of that name is already registered.
+    pub fn inband_local<A, R, F>(&mut self, name: &str, handler: F) -> &mut Self
     where
         A: DeserializeOwned + JsonSchema + Send + 'static,
         R: Serialize + JsonSchema + Send + 'static,
         F: Fn(&mut Exec<'_, S, V>, A) -> Result<R, CommandError> + Send + Sync + 'static,
     {
         self.schemas.command::<A, R>(name, false);
-        let prepare = self.prepare_with::<A, R, F>(Arc::new(handler));
-        self.add(name, Lane::InBand, prepare, None)
+        let prepare = self.prepare_with::<A, R, F>(Arc::new(handler), None);
+        self.add(name, Lane::InBand, prepare, None, None)
     }
 
     /// Registers an allow-oob command: with `exec-oob`, `handler` runs on the parser thread
@@ -422,21 +492,22 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Registry<S, V> {
         self.schemas.command::<A, R>(name, true);
         let handler = Arc::new(handler);
         let inband = Arc::clone(&handler);
-        let prepare =
-            self.prepare_with::<A, R, _>(Arc::new(move |exec: &mut Exec<'_, S, V>, args: A| {
-                inband(&exec.ctx, args)
-            }));
+        let prepare = self.prepare_with::<A, R, _>(
+            Arc::new(move |exec: &mut Exec<'_, S, V>, args: A| inband(&exec.ctx, args)),
+            None,
+        );
         let run_oob: RunOob<V> = Box::new(move |ctx, peeker, args, out| {
             let args: A = peeker.decode(args).map_err(CommandError::invalid_arguments)?;
             let result = handler(ctx, args)?;
             serde_json::to_writer(out, &result)
                 .map_err(|e| CommandError::generic(format!("cannot encode the result: {e}")))
         });
-        self.add(name, Lane::AllowOob, prepare, Some(run_oob))
+        self.add(name, Lane::AllowOob, prepare, Some(run_oob), None)
     }
 
-    /// The argument decoder of a command registered next, whose in-band handler is `handler`.
-    fn prepare_with<A, R, H>(&self, handler: Arc<H>) -> Prepare<S, V>
+    /// The argument decoder of a command registered next, whose in-band handler is `handler`;
+    /// `log` encodes its arguments for the replicated log (replicated commands only).
+    fn prepare_with<A, R, H>(&self, handler: Arc<H>, log: Option<LogArgs<A>>) -> Prepare<S, V>
     where
         A: DeserializeOwned + Send + 'static,
         R: Serialize + Send + 'static,
@@ -445,7 +516,7 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Registry<S, V> {
         let index = self.commands.len();
         Box::new(move |peeker, args, free| {
             let args: A = peeker.decode(args).map_err(CommandError::invalid_arguments)?;
-            Ok(TypedCall::<A, R, H>::prepare(index, &handler, args, free))
+            Ok(TypedCall::<A, R, H>::prepare(index, &handler, log, args, free))
         })
     }
 
@@ -460,6 +531,21 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Registry<S, V> {
         let declared = self.schemas.events.iter().any(|e| e.name == name);
         assert!(!declared, "event '{name}' declared twice");
         self.schemas.event::<T>(name);
+        self
+    }
+
+    /// Gives the state a snapshot form, which durable (`--data`) and cluster (`--cluster`)
+    /// modes require: `save` encodes the state (any bytes: serde_json is the simple choice),
+    /// `restore` decodes it and also brings the shared view up to date with it (what the
+    /// in-band handlers would have published). A member saves a snapshot every so many log
+    /// entries, restores the latest one at start (then replays the log after it), and
+    /// installs the leader's when it has fallen too far behind.
+    pub fn snapshots(
+        &mut self,
+        save: impl Fn(&S) -> Result<Vec<u8>, String> + Send + Sync + 'static,
+        restore: impl Fn(&[u8], &V) -> Result<S, String> + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.snapshots = Some(SnapshotForm { save: Box::new(save), restore: Box::new(restore) });
         self
     }
 
@@ -480,11 +566,12 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Registry<S, V> {
         lane: Lane,
         prepare: Prepare<S, V>,
         run_oob: Option<RunOob<V>>,
+        replay: Option<Replay<S, V>>,
     ) -> &mut Self {
         assert!(!name.is_empty() && name != crate::qmp::CAPABILITIES, "reserved name '{name}'");
         assert!(!self.commands.contains_key(name), "command '{name}' registered twice");
         let index = self.commands.len();
-        self.commands.insert(name.to_owned(), Command { lane, index, prepare, run_oob });
+        self.commands.insert(name.to_owned(), Command { lane, index, prepare, run_oob, replay });
         self
     }
 

@@ -23,6 +23,7 @@ use crate::metrics::MetricsEndpoint;
 use crate::parser::{ExitNotice, ParserThread};
 use crate::placement::Layout;
 use crate::registry::{Event, Registry, ShutdownHook};
+use crate::replica;
 use crate::stats::{Stats, StatsSnapshot};
 use crate::wiring::{ParserParts, Wiring};
 use crate::{Address, Error};
@@ -88,15 +89,27 @@ impl Server {
         let mut bound = Bound::new(layout.threads());
         bound.bind(&config.qmp, Dialect::Qmp)?;
         bound.bind(&config.jsonrpc, Dialect::JsonRpc)?;
-        let wiring = Wiring::new(registry, layout.threads(), config.limits, config.package.clone())
-            .map_err(Error::Start)?;
+        let mut registry = registry;
+        let mut opened = config.replication.clone().map(replica::open).transpose()?;
+        if let Some(opened) = &opened {
+            restore_snapshot(&mut registry, opened)?;
+        }
+        let log = opened.as_mut().map(|o| (o.executor_side(), Arc::clone(&o.status)));
+        let wiring =
+            Wiring::new(registry, layout.threads(), config.limits, config.package.clone(), log)
+                .map_err(|e| Error::Config(e.to_string()))?;
         let Wiring { parsers, executor, controller, stats, shared, on_shutdown } = wiring;
         let metrics =
             config.metrics.as_ref().map(|a| MetricsEndpoint::start(a, Arc::clone(&stats)));
         let metrics = metrics.transpose()?;
         let listeners = std::mem::take(&mut bound.per_thread);
+        let executor = spawn_executor(executor, &layout, &config)?;
+        let replica = match opened {
+            Some(opened) => Some(opened.start(executor_link(controller.clone()))?),
+            None => None,
+        };
         let mut threads = spawn_parsers(parsers, listeners, &layout, &config, &controller)?;
-        threads.push(spawn_executor(executor, &layout, &config)?);
+        threads.push(executor);
         bound.log(&layout, spin(&layout, &config));
         Ok(ServerHandle {
             qmp: bound.qmp,
@@ -106,8 +119,39 @@ impl Server {
             stats,
             threads,
             metrics,
+            replica,
         })
     }
+}
+
+/// Durable and cluster modes: the state starts from the latest snapshot (the log after it is
+/// replayed once Raft starts).
+fn restore_snapshot<S, V>(
+    registry: &mut Registry<S, V>,
+    opened: &replica::Opened,
+) -> Result<(), Error>
+where
+    S: Send + 'static,
+    V: Send + Sync + 'static,
+{
+    let Some(form) = &registry.snapshots else {
+        return Err(Error::Config(
+            "durable and cluster modes need the registry's snapshot form (Registry::snapshots)"
+                .into(),
+        ));
+    };
+    if let Some(bytes) = opened.snapshot_state() {
+        registry.state = (form.restore)(bytes, &registry.shared)
+            .map_err(|e| Error::Config(format!("cannot restore the snapshot: {e}")))?;
+    }
+    Ok(())
+}
+
+/// How the replicated log reaches the executor: through its job queue, in order.
+fn executor_link<S: Send + 'static, V: Send + Sync + 'static>(
+    controller: Controller<S, V>,
+) -> replica::ExecutorLink {
+    Arc::new(move |message| controller.send(Work::Replica(Box::new(message))))
 }
 
 /// How long threads may spin before sleeping: only where the layout gives them cores of
@@ -297,6 +341,8 @@ pub struct ServerHandle {
     threads: Vec<JoinHandle<()>>,
     /// Stopped when the handle drops, after the server threads.
     metrics: Option<MetricsEndpoint>,
+    /// The replicated log; stopped after the server threads.
+    replica: Option<replica::Replica>,
 }
 
 impl std::fmt::Debug for ServerHandle {
@@ -366,6 +412,7 @@ impl ServerHandle {
         for path in self.unix_paths.drain(..) {
             let _ = std::fs::remove_file(path);
         }
+        self.replica = None;
     }
 }
 

@@ -12,6 +12,8 @@ use crate::executor::Executor;
 use crate::job::{self, Controller, Exchange, JobSender, Mailbox};
 use crate::parser::WAKER;
 use crate::registry::{Registry, ServerInfo, ShutdownHook};
+use crate::replica::{ExecutorSide, StatusCell};
+use crate::replicated::ReplicatedLane;
 use crate::stats::Stats;
 
 /// One parser thread's parts: its poll (whose waker the executor holds) and its worker.
@@ -32,21 +34,36 @@ pub(crate) struct Wiring<S, V> {
 }
 
 impl<S: Send + 'static, V: Send + Sync + 'static> Wiring<S, V> {
-    /// Wires `threads` parser threads to one executor owning the registry's state.
+    /// Wires `threads` parser threads to one executor owning the registry's state; with
+    /// `log` (durable and cluster modes), replicated calls go through the replicated log.
     pub(crate) fn new(
         registry: Registry<S, V>,
         threads: usize,
         limits: Limits,
         package: String,
+        log: Option<(ExecutorSide, Arc<StatusCell>)>,
     ) -> std::io::Result<Self> {
-        let info = Arc::new(ServerInfo::new(&registry, package));
+        let status = log.as_ref().map(|(_, status)| Arc::clone(status));
+        let info = Arc::new(ServerInfo::new(&registry, package, status));
+        let names = registry.metric_names();
         let stats = Arc::new(Stats::with_commands(
             threads,
             registry.metric_names(),
             limits.memory_limit_bytes,
         ));
-        let Registry { state, shared, commands, on_shutdown, .. } = registry;
+        let Registry { state, shared, commands, on_shutdown, snapshots, .. } = registry;
         let commands = Arc::new(commands);
+        let log = match (log, snapshots) {
+            (Some((side, _)), Some(snapshots)) => {
+                Some(ReplicatedLane::new(side, names, Arc::clone(&commands), snapshots))
+            }
+            (Some(_), None) => {
+                return Err(std::io::Error::other(
+                    "durable and cluster modes need the registry's snapshot form (Registry::snapshots)",
+                ));
+            }
+            (None, _) => None,
+        };
         let mut polls = Vec::with_capacity(threads);
         let mut mailboxes = Vec::with_capacity(threads);
         for _ in 0..threads {
@@ -76,7 +93,8 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Wiring<S, V> {
         let controller = JobSender::new(0, tx, Arc::clone(&exchange)).controller();
         let executor =
             Executor::new(state, Arc::clone(&shared), rx, exchange, Arc::clone(&stats), info)
-                .with_shutdown_hook(on_shutdown.clone());
+                .with_shutdown_hook(on_shutdown.clone())
+                .with_log(log);
         Ok(Wiring { parsers, executor, controller, stats, shared, on_shutdown })
     }
 }

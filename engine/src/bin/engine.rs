@@ -6,19 +6,27 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use ooblane::{Address, Config, Limits, Server};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use ooblane::{Address, Config, Limits, Replication, Server};
 
 /// Thread-per-core QMP command dispatcher with an out-of-band lane.
 ///
 /// Serves the demo command set: in-band `work`, `counter-add`, `stall`, `emit-event`,
 /// `query-version`, `query-commands`, `query-qmp-schema`, `rpc.discover`, `quit`; allow-oob
-/// `ping`, `query-counter`, `release`, `query-stats`.
+/// `ping`, `query-counter`, `release`, `query-stats`, `query-cluster`. With --data or
+/// --cluster, `counter-add` is replicated (logged, made durable, applied on every member);
+/// the others run on this member only.
 ///
 /// Examples:
 ///   engine                                   # QMP on tcp:127.0.0.1:4444
 ///   engine --qmp tcp:127.0.0.1:0 --qmp unix:/tmp/engine.sock --threads 2
 ///   engine --metrics tcp:127.0.0.1:9464         # Prometheus scrapes http://127.0.0.1:9464/metrics
 ///   RUST_LOG=ooblane=debug engine --no-pin
+///   engine --data /var/lib/engine                # durable: counter-add survives kill -9
+///   engine --cluster 1=tcp:127.0.0.1:7001,2=tcp:127.0.0.1:7002,3=tcp:127.0.0.1:7003 \
+///          --node 2 --data /var/lib/engine-2 --qmp tcp:127.0.0.1:4402   # member 2 of 3
 ///
 /// Exits 0 after SIGINT, SIGTERM or `quit`, once every request already read is answered.
 /// A second signal exits at once.
@@ -109,6 +117,46 @@ struct Cli {
     /// a quarter of the machine's memory, at most 4 GiB.
     #[arg(long, value_name = "BYTES", default_value_t = 0, hide_default_value = true)]
     memory_limit: usize,
+
+    /// Keep a durable log of every replicated in-band command (`counter-add`) in DIR: each
+    /// is on disk (fsync, grouped across commands) before its reply leaves, and a restart
+    /// rebuilds the state from the latest snapshot plus the log after it. Required with
+    /// --cluster (each member has its own DIR).
+    #[arg(long, value_name = "DIR")]
+    data: Option<std::path::PathBuf>,
+
+    /// Run as a member of this static Raft cluster: `ID=tcp:HOST:PORT,...` (3 or 5
+    /// members), every member's id and member-to-member address, the same on every member.
+    /// Replicated commands received by any member execute on all of them in one order; a
+    /// follower forwards them to the leader. OOB commands answer locally at once.
+    #[arg(long, value_name = "MEMBERS", value_parser = parse_members, requires_all = ["node", "data"])]
+    cluster: Option<BTreeMap<u64, SocketAddr>>,
+
+    /// This member's id in --cluster.
+    #[arg(long, value_name = "ID", requires = "cluster")]
+    node: Option<u64>,
+
+    /// With --data: take a snapshot (and drop the log before it) every N log entries.
+    #[arg(long, value_name = "N", default_value_t = Replication::DEFAULT_SNAPSHOT_EVERY)]
+    snapshot_every: u64,
+}
+
+/// `1=tcp:127.0.0.1:7001,2=tcp:127.0.0.1:7002,...`
+fn parse_members(text: &str) -> Result<BTreeMap<u64, SocketAddr>, String> {
+    let mut members = BTreeMap::new();
+    for item in text.split(',') {
+        let (id, address) =
+            item.split_once('=').ok_or_else(|| format!("'{item}': expected ID=tcp:HOST:PORT"))?;
+        let id: u64 = id.trim().parse().map_err(|_| format!("'{id}': a member id is a number"))?;
+        let Address::Tcp(addr) = address.trim().parse::<Address>().map_err(|e| e.to_string())?
+        else {
+            return Err(format!("'{address}': members talk over tcp:HOST:PORT"));
+        };
+        if members.insert(id, addr).is_some() {
+            return Err(format!("member {id} is listed twice"));
+        }
+    }
+    Ok(members)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -139,6 +187,12 @@ fn main() -> anyhow::Result<()> {
             memory_limit_bytes: cli.memory_limit,
         },
         metrics: cli.metrics,
+        replication: cli.data.map(|data| Replication {
+            members: cli.cluster.unwrap_or_default(),
+            node: cli.node.unwrap_or(1),
+            snapshot_every: cli.snapshot_every,
+            ..Replication::durable(data)
+        }),
         ..Config::default()
     };
     let server = Server::start(config, ooblane::demo::registry()).context("cannot start")?;

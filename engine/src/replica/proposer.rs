@@ -1,0 +1,227 @@
+//! Getting this member's proposals into the log, in the order its executor made them: the
+//! leader appends its own at once; a follower forwards its to the leader on one pipelined
+//! connection and learns only of failures (success shows as the entry being applied here).
+//! Every proposal ends in exactly one of: applied (the executor answers its callers), or a
+//! refusal sent to the executor saying whether it certainly did not run or its fate is unknown.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use openraft::error::ClientWriteError;
+use openraft::raft::responder::OneshotResponder;
+use parking_lot::Mutex;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::mpsc;
+
+use super::entry::{Proposal, Raft};
+use super::network::{self, Request, Response, Verdict};
+use super::{ExecutorLink, ToExecutor};
+
+/// How long a proposal may wait to be committed before its caller is told its fate is
+/// unknown (the leader lost its quorum, or the cluster is partitioned).
+pub(crate) const COMMIT_DEADLINE: Duration = Duration::from_secs(3);
+
+/// How long a proposal waits for a leader to be elected before it is refused.
+const LEADER_PATIENCE: Duration = Duration::from_secs(2);
+
+/// The receiving end of the leader's responder for one appended proposal.
+type Waiting = <OneshotResponder<Raft> as openraft::raft::responder::Responder<Raft>>::Receiver;
+
+/// A proposal handed to the leader's Raft: either refused at once or waiting to commit.
+pub(crate) enum Submitted {
+    Ready(Verdict),
+    Waiting(Waiting),
+}
+
+/// On the leader: appends `proposal` if this member still leads.
+pub(crate) async fn submit(raft: &openraft::Raft<Raft>, me: u64, proposal: Proposal) -> Submitted {
+    if raft.metrics().borrow().current_leader != Some(me) {
+        return Submitted::Ready(Verdict::NotExecuted(format!("member {me} is not the leader")));
+    }
+    match raft.client_write_ff(proposal).await {
+        Ok(rx) => Submitted::Waiting(rx),
+        Err(fatal) => Submitted::Ready(Verdict::NotExecuted(format!("raft stopped: {fatal}"))),
+    }
+}
+
+/// Waits for an appended proposal to commit, or for its deadline.
+pub(crate) async fn settle(submitted: Submitted) -> Verdict {
+    let rx = match submitted {
+        Submitted::Ready(verdict) => return verdict,
+        Submitted::Waiting(rx) => rx,
+    };
+    match tokio::time::timeout(COMMIT_DEADLINE, rx).await {
+        Ok(Ok(Ok(_))) => Verdict::Committed,
+        // Sent when the entry was removed from the log as conflicting: it never committed.
+        Ok(Ok(Err(ClientWriteError::ForwardToLeader(_)))) => {
+            Verdict::NotExecuted("leadership changed before it was committed".into())
+        }
+        Ok(Ok(Err(e))) => Verdict::Unknown(format!("the leader failed it: {e}")),
+        Ok(Err(_)) => Verdict::Unknown("the leader stopped with it in flight".into()),
+        Err(_) => Verdict::Unknown(format!(
+            "not committed within {} s (no quorum?)",
+            COMMIT_DEADLINE.as_secs()
+        )),
+    }
+}
+
+/// Which of the executor's calls a proposal carries.
+#[derive(Clone, Copy, Debug)]
+struct Ticket {
+    first_seq: u64,
+    count: usize,
+}
+
+impl Ticket {
+    fn of(proposal: &Proposal) -> Ticket {
+        Ticket { first_seq: proposal.first_seq, count: proposal.commands.len() }
+    }
+}
+
+/// Tells the executor that a proposal will not be applied as its callers expect.
+fn refuse(link: &ExecutorLink, ticket: Ticket, verdict: Verdict) {
+    if verdict != Verdict::Committed {
+        link(ToExecutor::Refuse { first_seq: ticket.first_seq, count: ticket.count, verdict });
+    }
+}
+
+/// Routes this member's proposals: to its own Raft when it leads, to the leader otherwise.
+pub(crate) async fn run(
+    raft: openraft::Raft<Raft>,
+    me: u64,
+    peers: HashMap<u64, SocketAddr>,
+    link: ExecutorLink,
+    mut proposals: mpsc::UnboundedReceiver<Proposal>,
+) {
+    let mut forwarders: HashMap<u64, Forwarder> = HashMap::new();
+    while let Some(proposal) = proposals.recv().await {
+        let ticket = Ticket::of(&proposal);
+        let Some(leader) = wait_for_leader(&raft).await else {
+            let why = "no leader: an election is in progress or this member has no quorum";
+            refuse(&link, ticket, Verdict::NotExecuted(why.into()));
+            continue;
+        };
+        if leader == me {
+            let submitted = submit(&raft, me, proposal).await;
+            let link = link.clone();
+            tokio::spawn(async move {
+                let verdict = settle(submitted).await;
+                refuse(&link, ticket, verdict);
+            });
+            continue;
+        }
+        let Some(&addr) = peers.get(&leader) else {
+            refuse(&link, ticket, Verdict::NotExecuted(format!("unknown leader {leader}")));
+            continue;
+        };
+        let forwarder = forwarders.entry(leader).or_insert_with(|| Forwarder::new(addr));
+        forwarder.send(proposal, &link).await;
+    }
+}
+
+/// The current leader, waiting a little for an election to finish.
+async fn wait_for_leader(raft: &openraft::Raft<Raft>) -> Option<u64> {
+    let mut metrics = raft.metrics();
+    let waiting = async {
+        loop {
+            if let Some(leader) = metrics.borrow_and_update().current_leader {
+                return Some(leader);
+            }
+            if metrics.changed().await.is_err() {
+                return None;
+            }
+        }
+    };
+    tokio::time::timeout(LEADER_PATIENCE, waiting).await.ok().flatten()
+}
+
+/// Proposals forwarded and not yet answered, oldest first.
+type InFlight = Arc<Mutex<VecDeque<Ticket>>>;
+
+/// A pipelined connection to one leader: proposals go out in order, answers come back in
+/// order (read by a task of its own), and losing the connection makes every proposal in
+/// flight on it unknown.
+struct Forwarder {
+    addr: SocketAddr,
+    conn: Option<ForwardConn>,
+}
+
+struct ForwardConn {
+    writer: tokio::net::tcp::OwnedWriteHalf,
+    in_flight: InFlight,
+    dead: Arc<AtomicBool>,
+}
+
+impl Forwarder {
+    fn new(addr: SocketAddr) -> Self {
+        Forwarder { addr, conn: None }
+    }
+
+    async fn send(&mut self, proposal: Proposal, link: &ExecutorLink) {
+        let ticket = Ticket::of(&proposal);
+        if self.conn.as_ref().is_some_and(|c| c.dead.load(Ordering::Acquire)) {
+            self.conn = None;
+        }
+        if self.conn.is_none() {
+            match network::connect(self.addr, LEADER_PATIENCE).await {
+                Ok(stream) => self.conn = Some(ForwardConn::start(stream, link.clone())),
+                Err(e) => {
+                    let why = format!("cannot reach the leader at {}: {e}", self.addr);
+                    refuse(link, ticket, Verdict::NotExecuted(why));
+                    return;
+                }
+            }
+        }
+        let conn = self.conn.as_mut().expect("connected above");
+        conn.in_flight.lock().push_back(ticket);
+        if let Err(e) = network::write_frame(&mut conn.writer, &Request::Forward(proposal)).await {
+            conn.dead.store(true, Ordering::Release);
+            fail_all(&conn.in_flight, link, &format!("lost the leader connection: {e}"));
+        }
+    }
+}
+
+impl ForwardConn {
+    fn start(stream: tokio::net::TcpStream, link: ExecutorLink) -> ForwardConn {
+        let (reader, writer) = stream.into_split();
+        let in_flight: InFlight = Arc::default();
+        let dead = Arc::new(AtomicBool::new(false));
+        tokio::spawn(read_verdicts(reader, Arc::clone(&in_flight), Arc::clone(&dead), link));
+        ForwardConn { writer, in_flight, dead }
+    }
+}
+
+/// Reads the leader's verdicts in order, refusing what it refused; at the end of the
+/// connection, whatever is still in flight is unknown.
+async fn read_verdicts(
+    mut reader: OwnedReadHalf,
+    in_flight: InFlight,
+    dead: Arc<AtomicBool>,
+    link: ExecutorLink,
+) {
+    let why = loop {
+        match network::read_frame::<_, Response>(&mut reader).await {
+            Ok(Some(Response::Forward(verdict))) => {
+                let Some(ticket) = in_flight.lock().pop_front() else {
+                    break "the leader answered a proposal never sent".to_owned();
+                };
+                refuse(&link, ticket, verdict);
+            }
+            Ok(Some(_)) => break "the leader sent an answer of the wrong kind".to_owned(),
+            Ok(None) => break "the leader closed the connection".to_owned(),
+            Err(e) => break format!("lost the leader connection: {e}"),
+        }
+    };
+    dead.store(true, Ordering::Release);
+    fail_all(&in_flight, &link, &why);
+}
+
+fn fail_all(in_flight: &InFlight, link: &ExecutorLink, why: &str) {
+    let lost: Vec<Ticket> = in_flight.lock().drain(..).collect();
+    for ticket in lost {
+        refuse(link, ticket, Verdict::Unknown(why.to_owned()));
+    }
+}

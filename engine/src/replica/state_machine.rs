@@ -1,0 +1,141 @@
+//! openraft's state machine, which is the executor: committed entries are handed to the
+//! executor thread (through its job queue, in order with everything else it does) and applied
+//! there to the state it owns; snapshots are taken and installed there too. This side only
+//! mirrors how far the executor has applied and keeps the snapshot file.
+
+use std::io::Cursor;
+
+use openraft::storage::RaftStateMachine;
+use openraft::{RaftSnapshotBuilder, Snapshot, StorageIOError};
+use tokio::sync::oneshot;
+
+use super::entry::{Entry, LogId, Raft, SnapshotMeta, StorageError, StoredMembership};
+use super::snapshot::{Image, SnapshotFile};
+use super::{ExecutorLink, Position, ToExecutor};
+
+/// The state machine: the executor, reached through `link`.
+pub(crate) struct StateMachine {
+    link: ExecutorLink,
+    /// What the executor has applied, as far as this side has seen.
+    position: Position,
+    file: SnapshotFile,
+    /// Snapshots built by this run, for unique ids.
+    built: u64,
+}
+
+impl StateMachine {
+    /// `position`: where the executor starts (the snapshot it restored at start, if any).
+    pub(crate) fn new(link: ExecutorLink, position: Position, file: SnapshotFile) -> Self {
+        StateMachine { link, position, file, built: 0 }
+    }
+}
+
+fn sm_err(e: impl ToString) -> StorageError {
+    StorageIOError::write_state_machine(&std::io::Error::other(e.to_string())).into()
+}
+
+fn snapshot_err(e: impl ToString) -> StorageError {
+    StorageIOError::write_snapshot(None, &std::io::Error::other(e.to_string())).into()
+}
+
+/// Asks the executor and waits for its answer.
+async fn ask<T>(
+    link: &ExecutorLink,
+    make: impl FnOnce(oneshot::Sender<T>) -> ToExecutor,
+) -> Result<T, StorageError> {
+    let (tx, rx) = oneshot::channel();
+    link(make(tx));
+    rx.await.map_err(|_| sm_err("the executor has exited"))
+}
+
+/// Builds a snapshot of the executor's state as it is when the request reaches it.
+pub(crate) struct Builder {
+    link: ExecutorLink,
+    file: SnapshotFile,
+    id: u64,
+}
+
+impl RaftSnapshotBuilder<Raft> for Builder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<Raft>, StorageError> {
+        let (state, position) =
+            ask(&self.link, |done| ToExecutor::Save { done }).await?.map_err(snapshot_err)?;
+        let index = position.applied.map_or(0, |id| id.index);
+        let meta = SnapshotMeta {
+            last_log_id: position.applied,
+            last_membership: position.membership,
+            snapshot_id: format!("{index}-{}", self.id),
+        };
+        let image = Image { meta: meta.clone(), state };
+        let file = self.file.clone();
+        let image = tokio::task::spawn_blocking(move || file.save(&image).map(|()| image))
+            .await
+            .map_err(snapshot_err)?
+            .map_err(snapshot_err)?;
+        tracing::debug!(index, bytes = image.state.len(), "snapshot saved");
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(image.state)) })
+    }
+}
+
+impl RaftStateMachine<Raft> for StateMachine {
+    type SnapshotBuilder = Builder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        Ok((self.position.applied, self.position.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<()>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let n = entries.len();
+        for entry in &entries {
+            self.position.advance(entry);
+        }
+        ask(&self.link, |done| ToExecutor::Apply { entries, done }).await?;
+        Ok(vec![(); n])
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Builder {
+        self.built += 1;
+        Builder { link: self.link.clone(), file: self.file.clone(), id: self.built }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let position = Position::of_snapshot(meta);
+        let state = snapshot.into_inner();
+        let image = Image { meta: meta.clone(), state: state.clone() };
+        ask(&self.link, |done| ToExecutor::Install { state, position: position.clone(), done })
+            .await?
+            .map_err(sm_err)?;
+        self.position = position;
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || file.save(&image))
+            .await
+            .map_err(snapshot_err)?
+            .map_err(snapshot_err)?;
+        tracing::info!(index = meta.last_log_id.map_or(0, |id| id.index), "snapshot installed");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<Raft>>, StorageError> {
+        let file = self.file.clone();
+        let image = tokio::task::spawn_blocking(move || file.load())
+            .await
+            .map_err(snapshot_err)?
+            .map_err(snapshot_err)?;
+        Ok(image.map(|image| Snapshot {
+            meta: image.meta,
+            snapshot: Box::new(Cursor::new(image.state)),
+        }))
+    }
+}
