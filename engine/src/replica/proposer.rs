@@ -24,8 +24,12 @@ use super::{ExecutorLink, ToExecutor};
 /// unknown (the leader lost its quorum, or the cluster is partitioned).
 pub(crate) const COMMIT_DEADLINE: Duration = Duration::from_secs(3);
 
-/// How long a proposal waits for a leader to be elected before it is refused.
-const LEADER_PATIENCE: Duration = Duration::from_secs(2);
+/// How long a proposal waits for a (reachable) leader before it is refused: a few election
+/// timeouts.
+const LEADER_PATIENCE: Duration = Duration::from_secs(3);
+
+/// How long connecting to the leader may take (loopback or a LAN: refused or made at once).
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The receiving end of the leader's responder for one appended proposal.
 type Waiting = <OneshotResponder<Raft> as openraft::raft::responder::Responder<Raft>>::Receiver;
@@ -89,6 +93,9 @@ fn refuse(link: &ExecutorLink, ticket: Ticket, verdict: Verdict) {
 }
 
 /// Routes this member's proposals: to its own Raft when it leads, to the leader otherwise.
+/// A proposal that cannot reach any leader (an election, the leader just died) waits up to
+/// [`LEADER_PATIENCE`] for one before it is refused; nothing was sent, so it is certainly
+/// not executed.
 pub(crate) async fn run(
     raft: openraft::Raft<Raft>,
     me: u64,
@@ -97,45 +104,66 @@ pub(crate) async fn run(
     mut proposals: mpsc::UnboundedReceiver<Proposal>,
 ) {
     let mut forwarders: HashMap<u64, Forwarder> = HashMap::new();
-    while let Some(proposal) = proposals.recv().await {
+    while let Some(mut proposal) = proposals.recv().await {
         let ticket = Ticket::of(&proposal);
-        let Some(leader) = wait_for_leader(&raft).await else {
-            let why = "no leader: an election is in progress or this member has no quorum";
-            refuse(&link, ticket, Verdict::NotExecuted(why.into()));
-            continue;
-        };
-        if leader == me {
-            let submitted = submit(&raft, me, proposal).await;
-            let link = link.clone();
-            tokio::spawn(async move {
-                let verdict = settle(submitted).await;
-                refuse(&link, ticket, verdict);
-            });
-            continue;
+        let deadline = tokio::time::Instant::now() + LEADER_PATIENCE;
+        let mut unreachable: Option<(u64, String)> = None;
+        loop {
+            let avoid = unreachable.as_ref().map(|(leader, _)| *leader);
+            let Some(leader) = wait_for_leader(&raft, avoid, deadline).await else {
+                let why = match &unreachable {
+                    Some((leader, e)) => format!("no leader reachable (member {leader}: {e})"),
+                    None => "no leader: an election is in progress or this member has no quorum"
+                        .to_owned(),
+                };
+                refuse(&link, ticket, Verdict::NotExecuted(why));
+                break;
+            };
+            if leader == me {
+                let submitted = submit(&raft, me, proposal).await;
+                let link = link.clone();
+                tokio::spawn(async move {
+                    let verdict = settle(submitted).await;
+                    refuse(&link, ticket, verdict);
+                });
+                break;
+            }
+            let Some(&addr) = peers.get(&leader) else {
+                refuse(&link, ticket, Verdict::NotExecuted(format!("unknown leader {leader}")));
+                break;
+            };
+            let forwarder = forwarders.entry(leader).or_insert_with(|| Forwarder::new(addr));
+            match forwarder.send(proposal, &link).await {
+                Ok(()) => break,
+                Err((back, e)) => {
+                    proposal = back;
+                    unreachable = Some((leader, e.to_string()));
+                }
+            }
         }
-        let Some(&addr) = peers.get(&leader) else {
-            refuse(&link, ticket, Verdict::NotExecuted(format!("unknown leader {leader}")));
-            continue;
-        };
-        let forwarder = forwarders.entry(leader).or_insert_with(|| Forwarder::new(addr));
-        forwarder.send(proposal, &link).await;
     }
 }
 
-/// The current leader, waiting a little for an election to finish.
-async fn wait_for_leader(raft: &openraft::Raft<Raft>) -> Option<u64> {
+/// The current leader, unless it is `avoid` (found unreachable): waits for an election to
+/// produce another until `deadline`.
+async fn wait_for_leader(
+    raft: &openraft::Raft<Raft>,
+    avoid: Option<u64>,
+    deadline: tokio::time::Instant,
+) -> Option<u64> {
     let mut metrics = raft.metrics();
     let waiting = async {
         loop {
-            if let Some(leader) = metrics.borrow_and_update().current_leader {
-                return Some(leader);
+            let leader = metrics.borrow_and_update().current_leader;
+            if leader.is_some() && leader != avoid {
+                return leader;
             }
             if metrics.changed().await.is_err() {
                 return None;
             }
         }
     };
-    tokio::time::timeout(LEADER_PATIENCE, waiting).await.ok().flatten()
+    tokio::time::timeout_at(deadline, waiting).await.ok().flatten()
 }
 
 /// Proposals forwarded and not yet answered, oldest first.
@@ -160,19 +188,21 @@ impl Forwarder {
         Forwarder { addr, conn: None }
     }
 
-    async fn send(&mut self, proposal: Proposal, link: &ExecutorLink) {
+    /// Sends `proposal` on the connection (opened if needed); hands it back if the leader
+    /// cannot be reached, so it was certainly not sent.
+    async fn send(
+        &mut self,
+        proposal: Proposal,
+        link: &ExecutorLink,
+    ) -> Result<(), (Proposal, std::io::Error)> {
         let ticket = Ticket::of(&proposal);
         if self.conn.as_ref().is_some_and(|c| c.dead.load(Ordering::Acquire)) {
             self.conn = None;
         }
         if self.conn.is_none() {
-            match network::connect(self.addr, LEADER_PATIENCE).await {
+            match network::connect(self.addr, CONNECT_TIMEOUT).await {
                 Ok(stream) => self.conn = Some(ForwardConn::start(stream, link.clone())),
-                Err(e) => {
-                    let why = format!("cannot reach the leader at {}: {e}", self.addr);
-                    refuse(link, ticket, Verdict::NotExecuted(why));
-                    return;
-                }
+                Err(e) => return Err((proposal, e)),
             }
         }
         let conn = self.conn.as_mut().expect("connected above");
@@ -181,6 +211,7 @@ impl Forwarder {
             conn.dead.store(true, Ordering::Release);
             fail_all(&conn.in_flight, link, &format!("lost the leader connection: {e}"));
         }
+        Ok(())
     }
 }
 
