@@ -34,8 +34,9 @@ struct Published {
 }
 
 /// Arguments are decoded on the parser thread into this owned, typed value; `JsonSchema`
-/// lets `query-qmp-schema` and `rpc.discover` describe them.
-#[derive(Deserialize, JsonSchema)]
+/// lets `query-qmp-schema` and `rpc.discover` describe them; `Serialize` is how a
+/// replicated command's arguments are logged (durable and cluster modes).
+#[derive(Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct SetArgs {
     key: String,

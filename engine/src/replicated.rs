@@ -20,6 +20,10 @@ use crate::job::{ConnId, Job, Work};
 use crate::registry::{Command, CommandError, Effects, SnapshotForm};
 use crate::replica::{ExecutorSide, LoggedCommand, Origin, Position, Proposal, Verdict};
 
+/// Most commands in one proposal (one log entry): bounds the size of an entry and of the
+/// append RPCs that carry it (see `replica::raft_config`).
+pub(crate) const MAX_PROPOSAL: usize = 512;
+
 /// A job the executor took but cannot run or answer yet.
 pub(crate) enum Parked<S, V> {
     /// A replicated call waiting for its entry (`ran` once applied or refused).
@@ -96,8 +100,7 @@ impl<S, V> ReplicatedLane<S, V> {
                     }
                     let name = self.names[call.command()].clone();
                     self.gathering.push(LoggedCommand { name, args });
-                    let conn = job.conn;
-                    let call = Some(call);
+                    let (conn, call) = (job.conn, Some(call));
                     self.parked.push_back(Parked::Replicated {
                         thread,
                         conn,
@@ -105,6 +108,9 @@ impl<S, V> ReplicatedLane<S, V> {
                         call,
                         ran: None,
                     });
+                    if self.gathering.len() == MAX_PROPOSAL {
+                        self.propose();
+                    }
                     return Admitted::Parked;
                 }
                 None => Job { conn: job.conn, work: Work::Call(call) },

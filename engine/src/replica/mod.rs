@@ -250,14 +250,19 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
     tokio::net::TcpListener::from_std(socket.into()).map_err(fail)
 }
 
-/// openraft's timing: elections within a few hundred milliseconds of a leader's loss.
+/// openraft's timing: a new leader within about a second of a leader's loss. openraft gives
+/// each append RPC one heartbeat interval to complete (the follower's fsync included), so
+/// an append carries at most `max_payload_entries` entries of at most
+/// [`MAX_PROPOSAL`](crate::replicated::MAX_PROPOSAL) commands: about 1 MiB of JSON.
+/// (With 1,024 entries per append, appends under full load took longer than that, timed
+/// out for good, and the cluster lost its leader.)
 fn raft_config(config: &Replication) -> Result<Arc<openraft::Config>, Error> {
     let raft = openraft::Config {
         cluster_name: "ooblane".into(),
-        heartbeat_interval: 100,
-        election_timeout_min: 400,
-        election_timeout_max: 800,
-        max_payload_entries: 1024,
+        heartbeat_interval: 150,
+        election_timeout_min: 600,
+        election_timeout_max: 1200,
+        max_payload_entries: 32,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
         max_in_snapshot_log_to_keep: 1000,
         ..Default::default()

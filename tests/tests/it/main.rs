@@ -6,6 +6,7 @@
 mod bad_input;
 mod budget;
 mod closing;
+mod durable;
 mod flow;
 mod ids;
 mod introspection;
