@@ -365,7 +365,7 @@ pub(crate) struct Command<S, V> {
 /// use schemars::JsonSchema;
 /// use serde::{Deserialize, Serialize};
 ///
-/// #[derive(Deserialize, JsonSchema)]
+/// #[derive(Serialize, Deserialize, JsonSchema)]
 /// #[serde(deny_unknown_fields)]
 /// struct AddArgs {
 ///     delta: i64,

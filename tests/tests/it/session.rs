@@ -115,6 +115,6 @@ fn query_commands_lists_every_command_with_its_lane() {
         .filter(|c| c["allow-oob"] == true)
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(oob, vec!["ping", "query-counter", "query-stats", "release"]);
-    assert_eq!(reply["return"].as_array().unwrap().len(), 14);
+    assert_eq!(oob, vec!["ping", "query-cluster", "query-counter", "query-stats", "release"]);
+    assert_eq!(reply["return"].as_array().unwrap().len(), 15);
 }
