@@ -1,21 +1,30 @@
 //! The durable Raft log of one member, in one redb file (`DIR/log.redb`): entries by index,
-//! plus the vote, the committed log id and the last purged log id. Every append is one redb
-//! write transaction committed with `Durability::Immediate` (one fsync for every entry that
-//! openraft hands over at once: group commit), and openraft is told the entries are durable
-//! only after that commit returns, so a reply never leaves before its command is on disk.
+//! plus the vote, the committed log id and the last purged log id.
+//!
+//! Appends are written by a thread of their own (`engine-raft-log`), so openraft's core goes
+//! on (replicating the same entries to followers, accepting more) while the fsync runs:
+//! `append` puts the entries in `unflushed`, where readers find them at once, and hands them
+//! to the writer, which commits every append waiting at once in one redb transaction with
+//! `Durability::Immediate` (one fsync: group commit) and only then tells openraft they are
+//! durable (`LogFlushed`), so a reply never leaves before its command is on disk. Truncating
+//! and purging first wait for the writer to catch up.
 
 // openraft's `StorageError` is what its traits return; boxing it here would only move the
 // allocation to every caller.
 #![allow(clippy::result_large_err)]
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::mpsc::Receiver;
+
+use parking_lot::Mutex;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{RaftLogReader, StorageIOError, Vote};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::entry::{Entry, LogId, Raft, StorageError};
 
@@ -24,10 +33,28 @@ const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
 /// `vote`, `committed`, `purged`: JSON values.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
+/// Entries appended and not yet committed to the file, by index.
+type Unflushed = Arc<Mutex<BTreeMap<u64, Entry>>>;
+
+/// What the writer thread is asked to do, in order.
+enum Write {
+    Append {
+        entries: Vec<Entry>,
+        done: LogFlushed<Raft>,
+    },
+    /// The committed log id, kept for a faster restart (not needed for safety: it is
+    /// written with the next transaction, durable with the next append).
+    Committed(Option<LogId>),
+    /// Answered once everything before it is committed.
+    Barrier(tokio::sync::oneshot::Sender<()>),
+}
+
 /// The log of this member; cheap to clone (readers share the database).
 #[derive(Clone)]
 pub(crate) struct LogStore {
     db: Arc<Database>,
+    unflushed: Unflushed,
+    writer: std::sync::mpsc::Sender<Write>,
 }
 
 impl std::fmt::Debug for LogStore {
@@ -45,10 +72,25 @@ fn read_err(e: impl std::error::Error + 'static) -> StorageError {
 }
 
 impl LogStore {
-    /// Opens (or creates) the log in `dir`.
-    pub(crate) fn open(dir: &Path) -> Result<LogStore, redb::DatabaseError> {
-        let db = Database::create(dir.join("log.redb"))?;
-        Ok(LogStore { db: Arc::new(db) })
+    /// Opens (or creates) the log in `dir` and starts its writer thread.
+    pub(crate) fn open(dir: &Path) -> std::io::Result<LogStore> {
+        let db = Database::create(dir.join("log.redb")).map_err(std::io::Error::other)?;
+        let db = Arc::new(db);
+        let unflushed = Unflushed::default();
+        let (writer, queue) = std::sync::mpsc::channel();
+        let (file, pending) = (Arc::clone(&db), Arc::clone(&unflushed));
+        std::thread::Builder::new()
+            .name("engine-raft-log".into())
+            .spawn(move || write_appends(&file, &pending, &queue))?;
+        Ok(LogStore { db, unflushed, writer })
+    }
+
+    /// Waits until every append handed to the writer so far is committed.
+    async fn caught_up(&self) -> Result<(), StorageError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let stopped = || write_err(std::io::Error::other("the log writer has stopped"));
+        self.writer.send(Write::Barrier(tx)).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())
     }
 
     fn meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
@@ -102,16 +144,23 @@ impl RaftLogReader<Raft> for LogStore {
         let txn = self.db.begin_read().map_err(read_err)?;
         let entries = match txn.open_table(ENTRIES) {
             Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(redb::TableError::TableDoesNotExist(_)) => {
+                let unflushed = self.unflushed.lock();
+                let bounds = (range.start_bound().cloned(), range.end_bound().cloned());
+                return Ok(unflushed.range(bounds).map(|(_, e)| e.clone()).collect());
+            }
             Err(e) => return Err(read_err(e)),
         };
         let bounds = (range.start_bound().cloned(), range.end_bound().cloned());
-        let mut out = Vec::new();
+        let mut found: BTreeMap<u64, Entry> = BTreeMap::new();
         for item in entries.range::<u64>(bounds).map_err(read_err)? {
-            let (_, value) = item.map_err(read_err)?;
-            out.push(serde_json::from_slice(value.value()).map_err(read_err)?);
+            let (index, value) = item.map_err(read_err)?;
+            found.insert(index.value(), serde_json::from_slice(value.value()).map_err(read_err)?);
         }
-        Ok(out)
+        for (index, entry) in self.unflushed.lock().range(bounds) {
+            found.insert(*index, entry.clone());
+        }
+        Ok(found.into_values().collect())
     }
 }
 
@@ -132,6 +181,8 @@ impl RaftLogStorage<Raft> for LogStore {
             Err(redb::TableError::TableDoesNotExist(_)) => None,
             Err(e) => return Err(read_err(e)),
         };
+        let unflushed = self.unflushed.lock().last_key_value().map(|(_, e)| e.log_id);
+        let last = unflushed.max(last);
         Ok(LogState { last_purged_log_id, last_log_id: last.or(last_purged_log_id) })
     }
 
@@ -148,7 +199,9 @@ impl RaftLogStorage<Raft> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.set_meta("committed", &committed)
+        self.writer
+            .send(Write::Committed(committed))
+            .map_err(|_| write_err(std::io::Error::other("the log writer has stopped")))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -164,26 +217,94 @@ impl RaftLogStorage<Raft> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let txn = self.db.begin_write().map_err(write_err)?;
+        let entries: Vec<Entry> = entries.into_iter().collect();
         {
-            let mut table = txn.open_table(ENTRIES).map_err(write_err)?;
-            for entry in entries {
-                let bytes = serde_json::to_vec(&entry).map_err(write_err)?;
-                table.insert(entry.log_id.index, bytes.as_slice()).map_err(write_err)?;
+            let mut unflushed = self.unflushed.lock();
+            for entry in &entries {
+                unflushed.insert(entry.log_id.index, entry.clone());
             }
         }
-        let committed = txn.commit().map_err(write_err);
-        callback.log_io_completed(
-            committed.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string())),
-        );
-        committed
+        self.writer
+            .send(Write::Append { entries, done: callback })
+            .map_err(|_| write_err(std::io::Error::other("the log writer has stopped")))
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.caught_up().await?;
         self.remove((Bound::Included(log_id.index), Bound::Unbounded), None)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.caught_up().await?;
         self.remove((Bound::Unbounded, Bound::Included(log_id.index)), Some(&log_id))
     }
+}
+
+/// The writer thread: commits every append waiting at once in one transaction (one fsync),
+/// then reports each durable and drops it from `unflushed`; exits when the store is dropped.
+fn write_appends(db: &Database, unflushed: &Mutex<BTreeMap<u64, Entry>>, queue: &Receiver<Write>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        batch.extend(queue.try_iter());
+        let appended: Vec<&Entry> = batch
+            .iter()
+            .flat_map(|w| match w {
+                Write::Append { entries, .. } => entries.as_slice(),
+                _ => &[],
+            })
+            .collect();
+        let mark = batch.iter().rev().find_map(|w| match w {
+            Write::Committed(id) => Some(*id),
+            _ => None,
+        });
+        let committed = commit(db, &appended, mark).map_err(|e| e.to_string());
+        if committed.is_ok() {
+            let mut unflushed = unflushed.lock();
+            for entry in appended {
+                if unflushed.get(&entry.log_id.index).is_some_and(|e| e.log_id == entry.log_id) {
+                    unflushed.remove(&entry.log_id.index);
+                }
+            }
+        }
+        for write in batch {
+            match write {
+                Write::Append { done, .. } => {
+                    done.log_io_completed(committed.clone().map_err(std::io::Error::other));
+                }
+                Write::Barrier(done) => {
+                    let _ = done.send(());
+                }
+                Write::Committed(_) => {}
+            }
+        }
+    }
+}
+
+/// Writes `entries` (and the committed mark) in one transaction: durable if it holds
+/// entries.
+fn commit(
+    db: &Database,
+    entries: &[&Entry],
+    mark: Option<Option<LogId>>,
+) -> Result<(), StorageError> {
+    if entries.is_empty() && mark.is_none() {
+        return Ok(());
+    }
+    let mut txn = db.begin_write().map_err(write_err)?;
+    if entries.is_empty() {
+        txn.set_durability(Durability::None).map_err(write_err)?;
+    }
+    {
+        let mut table = txn.open_table(ENTRIES).map_err(write_err)?;
+        for entry in entries {
+            let bytes = serde_json::to_vec(entry).map_err(write_err)?;
+            table.insert(entry.log_id.index, bytes.as_slice()).map_err(write_err)?;
+        }
+        if let Some(mark) = mark {
+            let bytes = serde_json::to_vec(&mark).map_err(write_err)?;
+            let mut meta = txn.open_table(META).map_err(write_err)?;
+            meta.insert("committed", bytes.as_slice()).map_err(write_err)?;
+        }
+    }
+    txn.commit().map_err(write_err)
 }
