@@ -370,6 +370,8 @@ impl<S, V> Executor<S, V> {
     fn end_round(&mut self) {
         if let Some(log) = &mut self.log {
             log.propose();
+            // A proposal the stopped log refused has failed its calls: answer them.
+            self.answer_parked();
         }
         self.wake_sleepers();
         self.stats.queue_depth.store(self.exchange.queued(), Ordering::Relaxed);
