@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::ops::{Bound, RangeBounds};
+use std::ops::RangeBounds;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
@@ -43,8 +43,10 @@ enum Write {
         done: LogFlushed<Raft>,
     },
     /// The committed log id, kept for a faster restart (not needed for safety: it is
-    /// written with the next transaction, durable with the next append).
+    /// written with the next append's transaction, never on its own).
     Committed(Option<LogId>),
+    /// Drop the entries up to this one (in the snapshot now), with the next transaction.
+    Purge(LogId),
     /// Answered once everything before it is committed.
     Barrier(tokio::sync::oneshot::Sender<()>),
 }
@@ -114,23 +116,12 @@ impl LogStore {
         txn.commit().map_err(write_err)
     }
 
-    /// Removes the entries in `range` (and records `purged` if given), in one transaction.
-    fn remove(
-        &self,
-        range: (Bound<u64>, Bound<u64>),
-        purged: Option<&LogId>,
-    ) -> Result<(), StorageError> {
+    /// Removes the entries from `index` on (a conflicting suffix), durably.
+    fn truncate_from(&self, index: u64) -> Result<(), StorageError> {
         let txn = self.db.begin_write().map_err(write_err)?;
         {
             let mut entries = txn.open_table(ENTRIES).map_err(write_err)?;
-            entries.retain_in::<u64, _>(range, |_, _| false).map_err(write_err)?;
-            if let Some(purged) = purged {
-                let bytes = serde_json::to_vec(purged).map_err(write_err)?;
-                txn.open_table(META)
-                    .map_err(write_err)?
-                    .insert("purged", bytes.as_slice())
-                    .map_err(write_err)?;
-            }
+            entries.retain_in::<u64, _>(index.., |_, _| false).map_err(write_err)?;
         }
         txn.commit().map_err(write_err)
     }
@@ -231,18 +222,21 @@ impl RaftLogStorage<Raft> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.caught_up().await?;
-        self.remove((Bound::Included(log_id.index), Bound::Unbounded), None)
+        self.truncate_from(log_id.index)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.caught_up().await?;
-        self.remove((Bound::Unbounded, Bound::Included(log_id.index)), Some(&log_id))
+        // After the appends before it, like everything the writer does; nothing waits.
+        self.writer
+            .send(Write::Purge(log_id))
+            .map_err(|_| write_err(std::io::Error::other("the log writer has stopped")))
     }
 }
 
 /// The writer thread: commits every append waiting at once in one transaction (one fsync),
 /// then reports each durable and drops it from `unflushed`; exits when the store is dropped.
 fn write_appends(db: &Database, unflushed: &Mutex<BTreeMap<u64, Entry>>, queue: &Receiver<Write>) {
+    let mut mark: Option<Option<LogId>> = None;
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         batch.extend(queue.try_iter());
@@ -253,11 +247,17 @@ fn write_appends(db: &Database, unflushed: &Mutex<BTreeMap<u64, Entry>>, queue: 
                 _ => &[],
             })
             .collect();
-        let mark = batch.iter().rev().find_map(|w| match w {
-            Write::Committed(id) => Some(*id),
+        for write in &batch {
+            if let Write::Committed(id) = write {
+                mark = Some(*id);
+            }
+        }
+        let purge = batch.iter().rev().find_map(|w| match w {
+            Write::Purge(id) => Some(*id),
             _ => None,
         });
-        let committed = commit(db, &appended, mark).map_err(|e| e.to_string());
+        let written = if appended.is_empty() { None } else { mark.take() };
+        let committed = commit(db, &appended, written, purge).map_err(|e| e.to_string());
         if committed.is_ok() {
             let mut unflushed = unflushed.lock();
             for entry in appended {
@@ -274,20 +274,21 @@ fn write_appends(db: &Database, unflushed: &Mutex<BTreeMap<u64, Entry>>, queue: 
                 Write::Barrier(done) => {
                     let _ = done.send(());
                 }
-                Write::Committed(_) => {}
+                Write::Committed(_) | Write::Purge(_) => {}
             }
         }
     }
 }
 
-/// Writes `entries` (and the committed mark) in one transaction: durable if it holds
-/// entries.
+/// Writes `entries`, the committed mark and a purge in one transaction, durable (one fsync)
+/// if it holds entries.
 fn commit(
     db: &Database,
     entries: &[&Entry],
     mark: Option<Option<LogId>>,
+    purge: Option<LogId>,
 ) -> Result<(), StorageError> {
-    if entries.is_empty() && mark.is_none() {
+    if entries.is_empty() && purge.is_none() {
         return Ok(());
     }
     let mut txn = db.begin_write().map_err(write_err)?;
@@ -300,10 +301,15 @@ fn commit(
             let bytes = serde_json::to_vec(entry).map_err(write_err)?;
             table.insert(entry.log_id.index, bytes.as_slice()).map_err(write_err)?;
         }
+        let mut meta = txn.open_table(META).map_err(write_err)?;
         if let Some(mark) = mark {
             let bytes = serde_json::to_vec(&mark).map_err(write_err)?;
-            let mut meta = txn.open_table(META).map_err(write_err)?;
             meta.insert("committed", bytes.as_slice()).map_err(write_err)?;
+        }
+        if let Some(purged) = purge {
+            table.retain_in::<u64, _>(..=purged.index, |_, _| false).map_err(write_err)?;
+            let bytes = serde_json::to_vec(&purged).map_err(write_err)?;
+            meta.insert("purged", bytes.as_slice()).map_err(write_err)?;
         }
     }
     txn.commit().map_err(write_err)

@@ -265,6 +265,8 @@ fn raft_config(config: &Replication) -> Result<Arc<openraft::Config>, Error> {
         max_payload_entries: 32,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
         max_in_snapshot_log_to_keep: 1000,
+        // Purge the log in large steps: each purge is a write of its own.
+        purge_batch_size: 1024,
         ..Default::default()
     };
     raft.validate().map(Arc::new).map_err(|e| Error::Config(format!("raft: {e}")))
