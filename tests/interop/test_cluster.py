@@ -19,7 +19,16 @@ client stops. Each run prints one summary line (run pytest with `-s` to see them
 (1) leader kill, (2) follower kill, (3) durable single node kill and restarts, (4) a minority
 refuses `counter-add` with an explicit error while OOB answers at once, (5) a member stopped
 for a few thousand entries catches up from the leader's snapshot, (6) loadgen with the three
-remotes rides through a leader kill. The engine is target/debug/engine (or $ENGINE_BIN),
+remotes rides through a leader kill, (7) a follower frozen (SIGSTOP) with its client's adds in
+flight while the others commit past a snapshot answers every one of them once resumed.
+
+(7) fails today: the resumed member installs the leader's snapshot (log: "snapshot
+installed"), which covers its own parked calls, and the executor's `ToExecutor::Install`
+replaces the state without resolving them; their entries are never applied one by one, so
+they (and every in-band request behind them on that member) wait forever. The engine must
+fail such calls ("outcome unknown") or answer them; this test stays red until it does.
+
+The engine is target/debug/engine (or $ENGINE_BIN),
 loadgen target/debug/loadgen (or $LOADGEN_BIN). Every wait is bounded; every process is
 killed at teardown.
 """
@@ -28,6 +37,7 @@ import collections
 import json
 import os
 import select
+import signal
 import shutil
 import socket
 import subprocess
@@ -46,6 +56,7 @@ CONVERGE_TIMEOUT = 15.0  # a restarted member replaying its log and catching up
 REPLY_TIMEOUT = 15.0  # > 3 s leader patience + 3 s commit deadline, with room for a slow CI
 PROGRESS_TIMEOUT = 15.0  # for a run to reach its next milestone
 WINDOW = 16  # counter-adds in flight per client connection
+SNAPSHOT_ADDS = 1500  # > 1,000 entries kept after a snapshot + 100 between snapshots
 ADD = {"delta": 1}
 
 
@@ -139,6 +150,11 @@ class Member:
 
     def status(self):
         return ask(self.port, "query-cluster")
+
+    def log_text(self):
+        """Everything this start of the engine wrote to stderr (its tracing log)."""
+        with open(self.engine.stderr_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
 
     def counter(self):
         return ask(self.port, "query-counter")["value"]
@@ -235,8 +251,10 @@ class AddClient(threading.Thread):
     connection dies, counts what was in flight as lost and moves on to the next port (none
     left: stops). After `stop` it sends nothing more and drains the replies owed (bounded)."""
 
-    def __init__(self, name, ports, tally, stop, window=WINDOW, limit=None):
+    def __init__(self, name, ports, tally, stop, window=WINDOW, limit=None,
+                 reply_timeout=REPLY_TIMEOUT):
         super().__init__(name=name, daemon=True)
+        self.reply_timeout = reply_timeout
         self.ports = collections.deque(ports)
         self.tally = tally
         self.stop = stop
@@ -283,15 +301,15 @@ class AddClient(threading.Thread):
                 if self._done_sending():
                     if not in_flight:
                         return True
-                    drain_deadline = drain_deadline or time.monotonic() + REPLY_TIMEOUT
+                    drain_deadline = drain_deadline or time.monotonic() + self.reply_timeout
                     if time.monotonic() > drain_deadline:
                         with self.tally.lock:
                             self.tally.missing += len(in_flight)
                         return True
-                reply = conn.read(REPLY_TIMEOUT)
+                reply = conn.read(self.reply_timeout)
                 if reply is None:
                     raise AssertionError("%s: no reply for %.0f s with %d in flight"
-                                         % (self.name, REPLY_TIMEOUT, len(in_flight)))
+                                         % (self.name, self.reply_timeout, len(in_flight)))
                 self._record(reply, in_flight)
         except (EOFError, ConnectionError):
             with self.tally.lock:
@@ -332,7 +350,7 @@ def wait_for_acks(tally, at_least, clients, timeout=PROGRESS_TIMEOUT):
 def finish(clients, stop):
     stop.set()
     for c in clients:
-        c.join(REPLY_TIMEOUT + 5)
+        c.join(c.reply_timeout + 5)
         assert not c.is_alive(), "client %s did not finish" % c.name
         if c.error is not None:
             raise c.error
@@ -380,6 +398,7 @@ def torture(cluster, victim_role):
             victim = leader
         else:
             victim = next(m for m in cluster.live() if m is not leader)
+        term_before = leader.status()["term"]
         before = tally.count()
         killed_at = time.monotonic()
         victim.kill9()
@@ -391,9 +410,11 @@ def torture(cluster, victim_role):
         finish(clients, stop)
     final = cluster.wait_converged()
     k = check_accounting(tally, final)
+    term_after = cluster.wait_for_leader().status()["term"]
     print("\n" + tally.summary("%s kill (member %d)" % (victim_role, victim.node), final)
-          + "; failover %.2f s; reconnects %d" % (failover_seconds(tally, killed_at),
-                                                  sum(c.reconnects for c in clients)))
+          + "; failover %.2f s; term %d -> %d; reconnects %d"
+          % (failover_seconds(tally, killed_at), term_before, term_after,
+             sum(c.reconnects for c in clients)))
     return k
 
 
@@ -495,24 +516,26 @@ def test_stopped_member_catches_up_from_a_snapshot():
         leader = cluster.start().wait_for_leader()
         lagging = next(m for m in cluster.live() if m is not leader)
         lagging.kill9()
-        # More than the leader keeps after a snapshot (openraft's max_in_snapshot_log_to_keep,
-        # 1,000 entries) past the lagging member's log: it cannot catch up from the log alone.
+        # One add in flight, so one log entry each (a window would batch several adds per
+        # entry): more entries past the lagging member's log than the leader keeps after a
+        # snapshot (openraft's max_in_snapshot_log_to_keep, 1,000, + --snapshot-every), so it
+        # cannot catch up from the log alone.
         tally, stop = Tally(), threading.Event()
-        client = AddClient("s", [leader.port], tally, stop, window=32, limit=2500)
+        client = AddClient("s", [leader.port], tally, stop, window=1, limit=SNAPSHOT_ADDS)
         client.start()
         client.join(60)
         finish([client], stop)
-        assert tally.count() == 2500 and tally.lost == 0, tally.summary("snapshot", -1)
+        assert tally.count() == SNAPSHOT_ADDS and tally.lost == 0, tally.summary("snapshot", -1)
         lagging.start()
         final = cluster.wait_converged()
-        assert final == 2500
+        assert final == SNAPSHOT_ADDS
         check_accounting(tally, final)
         snapshots = {m.node: m.status()["snapshot"] for m in cluster.live()}
         assert snapshots[leader.node] is not None, snapshots
-        assert snapshots[lagging.node] is not None, (
+        assert "snapshot installed" in lagging.log_text(), (
             "the restarted member caught up without a snapshot: %r" % snapshots)
-        print("\nsnapshot catch-up: %d acks, final %d on every member; snapshot index by member %r"
-              % (tally.count(), final, snapshots))
+        print("\nsnapshot catch-up: %d acks, final %d on every member, the restarted one by a "
+              "snapshot; snapshot index by member %r" % (tally.count(), final, snapshots))
     finally:
         cluster.teardown()
 
@@ -570,3 +593,56 @@ def test_loadgen_rides_through_a_leader_kill(cluster):
     print("\nloadgen leader kill: sent %d, ok %d, errors %d, failed %d, unsent %d, "
           "reconnects %d; final counter %d" % (t["sent"], t["ok"], t["errors"], t["failed"],
                                                t["unsent"], reconnects, final))
+
+
+def test_follower_paused_past_a_snapshot_answers_every_request():
+    """A follower frozen (SIGSTOP) with its client's adds in flight, while the others commit
+    far more than the leader keeps after a snapshot, then resumed: it catches up by a
+    snapshot and still answers every request its client sent (a reply each, none lost: the
+    connection never died)."""
+    cluster = Cluster(snapshot_every=100)
+    try:
+        leader = cluster.start().wait_for_leader()
+        paused = next(m for m in cluster.live() if m is not leader)
+        tally, stop = Tally(), threading.Event()
+        # Its replies wait out the pause (a few seconds of the leader's work).
+        on_paused = AddClient("p", [paused.port], tally, stop, reply_timeout=30)
+        on_paused.start()
+        busy, busy_stop = Tally(), threading.Event()
+        on_leader = AddClient("l", [leader.port], busy, busy_stop, window=1,
+                              limit=SNAPSHOT_ADDS)
+        try:
+            wait_for_acks(tally, 100, [on_paused])
+            paused.engine.proc.send_signal(signal.SIGSTOP)
+            try:
+                on_leader.start()
+                on_leader.join(60)
+                finish([on_leader], busy_stop)
+            finally:
+                paused.engine.proc.send_signal(signal.SIGCONT)
+            assert busy.count() == SNAPSHOT_ADDS, busy.summary("busy", -1)
+            wait_for_acks(tally, tally.count() + 100, [on_paused], timeout=15)
+            finish([on_paused], stop)
+        except AssertionError as e:
+            # The engine bug of the module docstring: say whether a snapshot was installed.
+            stop.set()
+            lines = [line for line in paused.log_text().splitlines() if "snapshot" in line]
+            raise AssertionError("%s\npaused member's snapshot log lines: %s; its status: %r"
+                                 % (e, lines[-3:], paused.status())) from e
+        final = cluster.wait_converged()
+        for t in (tally, busy):
+            assert t.lost == 0 and t.missing == 0 and t.odd == []
+        both = Tally()
+        both.acked = tally.acked + busy.acked
+        both.sent = tally.sent + busy.sent
+        both.not_executed = tally.not_executed + busy.not_executed
+        both.unknown = tally.unknown + busy.unknown
+        check_accounting(both, final)
+        snapshots = {m.node: m.status()["snapshot"] for m in cluster.live()}
+        installed = "snapshot installed" in paused.log_text()
+        print("\n" + both.summary("follower paused past a snapshot", final)
+              + "; snapshot index by member %r; the paused one installed a snapshot: %s"
+              % (snapshots, installed))
+        assert installed, "the paused member caught up from the log: the case is not tested"
+    finally:
+        cluster.teardown()
