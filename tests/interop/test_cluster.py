@@ -22,11 +22,12 @@ for a few thousand entries catches up from the leader's snapshot, (6) loadgen wi
 remotes rides through a leader kill, (7) a follower frozen (SIGSTOP) with its client's adds in
 flight while the others commit past a snapshot answers every one of them once resumed.
 
-(7) fails today: the resumed member installs the leader's snapshot (log: "snapshot
-installed"), which covers its own parked calls, and the executor's `ToExecutor::Install`
-replaces the state without resolving them; their entries are never applied one by one, so
-they (and every in-band request behind them on that member) wait forever. The engine must
-fail such calls ("outcome unknown") or answer them; this test stays red until it does.
+(7) fails intermittently today (2 of 3 runs when written): when the snapshot the resumed
+member installs covers its own parked calls (their entries committed by the others but not
+yet in its log), the executor's `ToExecutor::Install` replaces the state without resolving
+them; their entries are never applied one by one, so they (and every in-band request behind
+them on that member) wait forever. The engine must fail such calls ("outcome unknown") or
+answer them. When the paused member already held those entries, the run passes.
 
 The engine is target/debug/engine (or $ENGINE_BIN),
 loadgen target/debug/loadgen (or $LOADGEN_BIN). Every wait is bounded; every process is
