@@ -269,6 +269,9 @@ impl<S, V> Executor<S, V> {
                 let installed = restored.map(|state| {
                     self.state = state;
                     log.position = position;
+                    // Entries the snapshot covers are never applied one by one: a waiting
+                    // call may be in it or not (later ones are replayed if they come).
+                    log.forget_waiting("this member caught up from a snapshot");
                 });
                 let _ = done.send(installed);
             }

@@ -187,6 +187,15 @@ impl<S, V> ReplicatedLane<S, V> {
         }
     }
 
+    /// Fails every call still waiting with an unknown outcome: after a snapshot was installed,
+    /// which may or may not include their entries.
+    pub(crate) fn forget_waiting(&mut self, why: &str) {
+        let verdict = Verdict::Unknown(why.to_owned());
+        // Calls still being gathered are not proposed yet: their entries are all to come.
+        let end = if self.gathering.is_empty() { self.next_position() } else { self.first_seq };
+        self.refuse(self.front, (end - self.front) as usize, &verdict);
+    }
+
     /// The front job if it can be answered or run now.
     pub(crate) fn pop_ready(&mut self) -> Option<Parked<S, V>> {
         match self.parked.front()? {

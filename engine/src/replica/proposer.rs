@@ -14,11 +14,12 @@ use openraft::error::ClientWriteError;
 use openraft::raft::responder::OneshotResponder;
 use parking_lot::Mutex;
 use tokio::net::tcp::OwnedReadHalf;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::entry::{Proposal, Raft};
 use super::network::{self, Request, Response, Verdict};
 use super::{ExecutorLink, ToExecutor};
+use crate::replicated::MAX_PROPOSAL;
 
 /// How long a proposal may wait to be committed before its caller is told its fate is
 /// unknown (the leader lost its quorum, or the cluster is partitioned).
@@ -72,17 +73,43 @@ pub(crate) async fn settle(submitted: Submitted) -> Verdict {
     }
 }
 
-/// Which of the executor's calls a proposal carries.
-#[derive(Clone, Copy, Debug)]
+/// Proposals of this member in the log and not yet committed, at most: while they are, the
+/// executor's next proposals wait in the queue and are merged into one entry. At a low rate
+/// each command travels alone at once; at a high rate entries grow instead of their number
+/// (measured: one entry per command at 5,000/s outran what openraft's core handles per entry
+/// on 2 cores, and latency grew to seconds).
+const WINDOW: usize = 8;
+
+/// Which of the executor's calls a proposal carries, holding one place in the [`WINDOW`]
+/// until its fate is known.
+#[derive(Debug)]
 struct Ticket {
     first_seq: u64,
     count: usize,
+    _place: OwnedSemaphorePermit,
 }
 
 impl Ticket {
-    fn of(proposal: &Proposal) -> Ticket {
-        Ticket { first_seq: proposal.first_seq, count: proposal.commands.len() }
+    fn of(proposal: &Proposal, place: OwnedSemaphorePermit) -> Ticket {
+        Ticket { first_seq: proposal.first_seq, count: proposal.commands.len(), _place: place }
     }
+}
+
+/// Merges into `proposal` the proposals queued behind it that continue it, up to
+/// [`MAX_PROPOSAL`] commands; returns the first one that does not.
+fn gather(
+    proposal: &mut Proposal,
+    queue: &mut mpsc::UnboundedReceiver<Proposal>,
+) -> Option<Proposal> {
+    while proposal.commands.len() < MAX_PROPOSAL {
+        let Ok(next) = queue.try_recv() else { return None };
+        let continues = next.first_seq == proposal.first_seq + proposal.commands.len() as u64;
+        if !continues || proposal.commands.len() + next.commands.len() > MAX_PROPOSAL {
+            return Some(next);
+        }
+        proposal.commands.extend(next.commands);
+    }
+    None
 }
 
 /// Tells the executor that a proposal will not be applied as its callers expect.
@@ -104,8 +131,20 @@ pub(crate) async fn run(
     mut proposals: mpsc::UnboundedReceiver<Proposal>,
 ) {
     let mut forwarders: HashMap<u64, Forwarder> = HashMap::new();
-    while let Some(mut proposal) = proposals.recv().await {
-        let ticket = Ticket::of(&proposal);
+    let window = Arc::new(Semaphore::new(WINDOW));
+    let mut next: Option<Proposal> = None;
+    loop {
+        let first = match next.take() {
+            Some(proposal) => proposal,
+            None => match proposals.recv().await {
+                Some(proposal) => proposal,
+                None => return,
+            },
+        };
+        let place = Arc::clone(&window).acquire_owned().await.expect("the window never closes");
+        let mut proposal = first;
+        next = gather(&mut proposal, &mut proposals);
+        let mut ticket = Ticket::of(&proposal, place);
         let deadline = tokio::time::Instant::now() + LEADER_PATIENCE;
         let mut unreachable: Option<(u64, String)> = None;
         loop {
@@ -133,10 +172,10 @@ pub(crate) async fn run(
                 break;
             };
             let forwarder = forwarders.entry(leader).or_insert_with(|| Forwarder::new(addr));
-            match forwarder.send(proposal, &link).await {
+            match forwarder.send(proposal, ticket, &link).await {
                 Ok(()) => break,
-                Err((back, e)) => {
-                    proposal = back;
+                Err((back, returned, e)) => {
+                    (proposal, ticket) = (back, returned);
                     unreachable = Some((leader, e.to_string()));
                 }
             }
@@ -193,16 +232,16 @@ impl Forwarder {
     async fn send(
         &mut self,
         proposal: Proposal,
+        ticket: Ticket,
         link: &ExecutorLink,
-    ) -> Result<(), (Proposal, std::io::Error)> {
-        let ticket = Ticket::of(&proposal);
+    ) -> Result<(), (Proposal, Ticket, std::io::Error)> {
         if self.conn.as_ref().is_some_and(|c| c.dead.load(Ordering::Acquire)) {
             self.conn = None;
         }
         if self.conn.is_none() {
             match network::connect(self.addr, CONNECT_TIMEOUT).await {
                 Ok(stream) => self.conn = Some(ForwardConn::start(stream, link.clone())),
-                Err(e) => return Err((proposal, e)),
+                Err(e) => return Err((proposal, ticket, e)),
             }
         }
         let conn = self.conn.as_mut().expect("connected above");
