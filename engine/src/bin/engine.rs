@@ -172,10 +172,11 @@ fn main() -> anyhow::Result<()> {
 /// Gives freed memory back to the system. glibc's malloc keeps what the engine frees: after
 /// 500 connections pipelining behind a `stall` closed, 817 MiB stayed resident (an idle
 /// engine: 7 MiB). Once a second a thread compares the resident set with what malloc has in
-/// use, and when the process holds more than [`SPARE`] of freed memory it calls
-/// `malloc_trim(0)`, which returns every free page of every arena; that brought the same run
-/// back to 19 MiB within 2 s. Measured against jemalloc (36 MiB: its metadata stays),
-/// mimalloc and tcmalloc (neither gave anything back) in results/2026-12-01-hardening.
+/// use; when the process holds more than [`SPARE`] of freed memory, and [`SPARE`] more than
+/// after the last trim, it calls `malloc_trim(0)`, which returns every free page of every
+/// arena; that brought the same run back to 11 MiB within 2 s. Measured against jemalloc
+/// (36 MiB: its metadata stays), mimalloc and tcmalloc (neither gave anything back) in
+/// results/2026-12-01-hardening.
 ///
 /// The binary's own choice: the library sets no allocator and trims nothing, so an
 /// embedding program keeps its own policy (docs/operations.md#memory).
@@ -187,8 +188,6 @@ mod memory_return {
     const SPARE: usize = 32 << 20;
     /// How often the resident set is compared with malloc's count.
     const EVERY: Duration = Duration::from_secs(1);
-    /// After a trim that gave back little (fragmentation), the next waits up to this long.
-    const BACKOFF_MAX: Duration = Duration::from_secs(64);
 
     pub(super) fn start() {
         let spawned = std::thread::Builder::new().name("engine-trim".into()).spawn(run);
@@ -199,23 +198,21 @@ mod memory_return {
 
     fn run() {
         let page = rustix::param::page_size();
-        let mut wait = EVERY;
+        // Freed memory still resident after the last trim: what fragmentation keeps (pages
+        // with a live allocation on them), which another trim would not give back.
+        let mut kept = 0;
         loop {
-            std::thread::sleep(wait);
+            std::thread::sleep(EVERY);
             let Some(before) = resident(page) else { return };
-            if before.saturating_sub(in_use()) <= SPARE {
-                wait = EVERY;
+            let spare = before.saturating_sub(in_use());
+            kept = kept.min(spare);
+            if spare <= SPARE || spare <= kept + SPARE {
                 continue;
             }
             trim();
             let after = resident(page).unwrap_or(before);
+            kept = after.saturating_sub(in_use());
             tracing::debug!(before, after, "malloc_trim");
-            // Little given back: what is left is fragmented; look again less often.
-            wait = if before.saturating_sub(after) < SPARE / 4 {
-                (wait * 2).min(BACKOFF_MAX)
-            } else {
-                EVERY
-            };
         }
     }
 
