@@ -400,6 +400,14 @@ impl<S, V> ParserThread<S, V> {
         let Some(timeout) = conn.timed_out(now).filter(|_| !conn.session.closing) else {
             return;
         };
+        let unread = conn.input_held || conn.pause(&self.worker.stats.memory).is_some();
+        if timeout == Timeout::Incomplete && unread {
+            // The budget stopped reading this connection: the rest of the message may be
+            // waiting in the socket. Not the client's delay; its time starts again.
+            let at = now + self.worker.limits.incomplete_timeout;
+            conn.incomplete_by = Some(at);
+            return self.arm_sweep(at);
+        }
         conn.negotiate_by = None;
         conn.incomplete_by = None;
         let limits = &self.worker.limits;
