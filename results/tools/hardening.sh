@@ -8,13 +8,14 @@
 # flags and, for 2,000, --memory-limit 1 GiB; nonreaders: ten clients that never read
 # (nonreaders.py); fd-flood: fd limit 1024, 4,000 attempts (fd_flood.py); slowloris: 1,000
 # connections sending one byte a second (slowloris.py); sigterm: SIGTERM with 4 pipelining
-# clients (sigterm_pipeline.py).
+# clients (sigterm_pipeline.py). ONLY=REGEX runs the attacks whose name matches.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=$1 ENGINE=${2:-target/release/engine}
 mkdir -p "$OUT"
 run() { # name command...
     local name=$1; shift
+    [[ $name =~ ${ONLY:-.} ]] || return 0
     echo "$*" >>"$OUT/commands.txt"
     echo "== $name: $*" >&2
     "$@" >"$OUT/$name.txt" 2>&1
