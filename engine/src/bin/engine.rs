@@ -172,7 +172,7 @@ fn main() -> anyhow::Result<()> {
 /// Gives freed memory back to the system. glibc's malloc keeps what the engine frees: after
 /// 500 connections pipelining behind a `stall` closed, 817 MiB stayed resident (an idle
 /// engine: 7 MiB). Once a second a thread compares the resident set with what malloc has in
-/// use; when the process holds more than [`SPARE`] of freed memory, and [`SPARE`] more than
+/// use; when the process holds more than `SPARE` of freed memory, and `SPARE` more than
 /// after the last trim, it calls `malloc_trim(0)`, which returns every free page of every
 /// arena; that brought the same run back to 11 MiB within 2 s. Measured against jemalloc
 /// (36 MiB: its metadata stays), mimalloc and tcmalloc (neither gave anything back) in
