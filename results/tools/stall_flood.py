@@ -113,6 +113,9 @@ class Attacker:
         self.expect += len(ids)
 
 
+PROCS = []  # the engine, ended whatever happens
+
+
 def main():
     env = dict(os.environ)
     for kv in os.environ.get("ENGINE_ENV", "").split():
@@ -121,6 +124,7 @@ def main():
     cmd = [ENGINE, "--qmp", "tcp:127.0.0.1:0", *FLAGS]
     log = open(os.environ["ENGINE_LOG"], "wb") if "ENGINE_LOG" in os.environ else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=env)
+    PROCS.append(proc)
     port = int(proc.stdout.readline().decode().strip().rsplit(":", 1)[1])
     time.sleep(0.5)
     idle = status(proc.pid, "VmRSS")
@@ -201,4 +205,8 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    finally:
+        for p in PROCS:
+            p.kill()
