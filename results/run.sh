@@ -64,15 +64,8 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 log() { printf '[run.sh %s] %s\n' "$(date -u +%T)" "$*" >&2; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_listen() {
-    for _ in $(seq 100); do
-        ss -ltn "sport = :$1" | grep -q LISTEN && return 0
-        sleep 0.1
-    done
-    echo "run.sh: nothing listens on port $1" >&2
-    return 1
-}
+# free_port, wait_listen
+source "$ROOT/results/tools/helpers.sh"
 # Every command run is appended to commands.txt, so the README lists exactly what ran.
 run() { echo "$*" >>"$OUT/commands.txt"; "$@"; }
 

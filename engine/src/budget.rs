@@ -8,8 +8,8 @@
 //!
 //! What is counted: parked request bytes, encoded replies waiting in the lane for their turn,
 //! an estimate ([`REPLY_ESTIMATE`]) for each job with the executor (replaced by the exact size
-//! once its reply is encoded into the write buffer), unsent output, and the read buffer's
-//! capacity. Plain integers, single owner: no atomics on the request path. The parser thread
+//! once its reply is encoded into the write buffer), the write buffer's capacity (unsent
+//! output and the spare room a burst left), and the read buffer's capacity. Plain integers, single owner: no atomics on the request path. The parser thread
 //! publishes each connection's change once per turn.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,6 +31,20 @@ pub(crate) enum Pause {
     Shared,
 }
 
+impl Pause {
+    /// The reasons' names in the metrics' `reason` label and `query-stats`, in
+    /// [`Pause::index`] order.
+    pub(crate) const NAMES: [&'static str; 2] = ["own", "shared"];
+
+    /// This reason's index in per-reason counters.
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Pause::Own => 0,
+            Pause::Shared => 1,
+        }
+    }
+}
+
 /// Memory a parked job holds besides its request's bytes: its lane entry, the boxed decoded
 /// call and its arguments. Measured: 100 connections with 65,000 `counter-add` parked each
 /// grew the release engine's RSS by about 215 bytes per job over the 64 bytes of request.
@@ -40,6 +54,10 @@ pub(crate) const PARKED_JOB: usize = 160;
 /// (besides once per turn), so what other threads cannot see yet stays about one read per
 /// thread, even where a read's requests become reply reserves many times their size.
 const PUBLISH_EVERY: usize = 16 * 1024;
+
+/// Write buffers of at most this capacity are kept when a connection goes quiet (conn.rs
+/// releases larger ones); their spare room does not count against the fair share.
+pub(crate) const QUIET_WRITE_CAPACITY: usize = 16 * 1024;
 
 /// Connections under their share may take the server 1/SLACK_FRACTION past its limit.
 const SLACK_FRACTION: usize = 16;
@@ -150,6 +168,8 @@ pub(crate) struct ConnBudget {
     estimate: usize,
     /// Bytes in the write buffer not yet written to the socket.
     unsent: usize,
+    /// Capacity of the write buffer (at least `unsent`): what it holds, spare room included.
+    write_buffer: usize,
     /// Capacity of the read buffer.
     read_buffer: usize,
     /// [`ConnBudget::held`] as last published to the [`MemoryBudget`].
@@ -168,6 +188,7 @@ impl ConnBudget {
             in_flight: 0,
             estimate: REPLY_ESTIMATE,
             unsent: 0,
+            write_buffer: 0,
             read_buffer: 0,
             published: 0,
             base: 0,
@@ -209,22 +230,39 @@ impl ConnBudget {
         self.estimate = self.estimate.max(bytes);
     }
 
-    pub(crate) fn set_unsent(&mut self, bytes: usize) {
-        self.unsent = bytes;
+    /// The write buffer now: `unsent` bytes waiting for the socket in a buffer of
+    /// `capacity` bytes.
+    pub(crate) fn set_output(&mut self, unsent: usize, capacity: usize) {
+        self.unsent = unsent;
+        self.write_buffer = capacity.max(unsent);
     }
 
     pub(crate) fn set_read_buffer(&mut self, bytes: usize) {
         self.read_buffer = bytes;
     }
 
-    /// Everything this connection holds now.
+    /// Everything this connection holds now: the write buffer by its capacity.
     pub(crate) fn held(&self) -> usize {
-        self.parked + self.replies() + self.read_buffer
+        self.parked + self.owed() + self.write_buffer + self.read_buffer
     }
 
-    /// Replies owed or unsent, estimates included.
+    /// Replies owed and not yet in the write buffer, estimates included.
+    fn owed(&self) -> usize {
+        self.ready + self.in_flight * self.estimate
+    }
+
+    /// Replies owed or unsent, estimates included: what submitting more would add to (a
+    /// write buffer's spare room is reused for the next replies, so it is not counted here).
     fn replies(&self) -> usize {
-        self.ready + self.in_flight * self.estimate + self.unsent
+        self.owed() + self.unsent
+    }
+
+    /// What every connection may keep without counting against its share of the server's
+    /// limit: its initial read buffer and a quiet connection's write buffer (spare room up
+    /// to [`QUIET_WRITE_CAPACITY`]), so idle and request-reply connections are never paused.
+    fn allowance(&self) -> usize {
+        let spare = self.write_buffer - self.unsent;
+        self.read_buffer.min(self.base) + spare.min(QUIET_WRITE_CAPACITY)
     }
 
     /// Whether the connection must stop reading and handling input now, and why: over its
@@ -236,7 +274,7 @@ impl ConnBudget {
             return Some(Pause::Own);
         }
         let total = memory.held().saturating_add_signed(held as isize - self.published as isize);
-        let excess = held - self.read_buffer.min(self.base);
+        let excess = held - self.allowance();
         let over_share = total > memory.limit && excess >= memory.share().max(1);
         // One job in flight does not count here: a client waiting on a long in-band command
         // (a `stall`) must still get its OOB requests (a `release`) answered.
@@ -334,11 +372,32 @@ mod tests {
         budget.reserve_reply();
         assert!(!budget.may_submit(&memory), "four replies reserved fill the budget");
         assert_eq!(budget.pause(&memory), None);
-        budget.set_unsent(1);
+        budget.set_output(1, 1);
         assert_eq!(budget.pause(&memory), Some(Pause::Own));
         budget.release_reply(2 * REPLY_ESTIMATE);
-        budget.set_unsent(0);
+        budget.set_output(0, 0);
         assert_eq!(budget.held(), 3 * 2 * REPLY_ESTIMATE, "the estimate rose to the largest reply");
+    }
+
+    #[test]
+    fn the_write_buffer_counts_by_capacity_and_its_quiet_room_is_allowed() {
+        let memory = MemoryBudget::new(10_000);
+        memory.opened();
+        memory.opened();
+        let mut budget = ConnBudget::new(1 << 20).with_base(1000);
+        budget.set_output(100, 8_000);
+        assert_eq!(budget.held(), 9_000, "read buffer + write buffer capacity");
+        memory.add(budget.publish());
+        memory.add(1_500);
+        assert_eq!(budget.pause(&memory), None, "spare room of a quiet buffer is allowed");
+        budget.set_output(100, 40_000);
+        assert_eq!(budget.held(), 41_000);
+        assert_eq!(budget.pause(&memory), Some(Pause::Shared), "a burst's room counts");
+        let mut small = ConnBudget::new(64 * 1024).with_base(1000);
+        small.set_output(0, 256 * 1024);
+        assert_eq!(small.pause(&MemoryBudget::new(0)), Some(Pause::Own), "capacity, not length");
+        small.set_output(0, 0);
+        assert_eq!(small.pause(&MemoryBudget::new(0)), None);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use mio::event::Source;
 use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
 
-use crate::budget::{ConnBudget, MemoryBudget, Pause};
+use crate::budget::{ConnBudget, MemoryBudget, Pause, QUIET_WRITE_CAPACITY};
 use crate::call::Call;
 use crate::framer::{Framer, Step};
 use crate::job::ConnId;
@@ -31,11 +31,6 @@ const INITIAL_READ: usize = 16 * 1024;
 
 /// Write buffers larger than this are shrunk once empty, so one burst does not pin memory.
 const KEEP_WRITE_CAPACITY: usize = 256 * 1024;
-
-/// Write buffers larger than this are released when the connection goes quiet (nothing more
-/// to read or write this turn): a few replies' worth, so request-reply traffic keeps its
-/// buffer and only bursts give theirs back.
-const QUIET_WRITE_CAPACITY: usize = 16 * 1024;
 
 /// How long a closing connection keeps reading (and discarding) its client's input after
 /// its last reply and its FIN, waiting for the client's end of stream. Closing a socket with
@@ -300,8 +295,9 @@ pub(crate) struct Conn<S, V> {
     /// wait there (the framer resumes where it stopped) until the connection is back under
     /// budget. Nothing read is dropped.
     pub(crate) input_held: bool,
-    /// Counted in the thread's paused-connections gauge (reading stopped by the budget).
-    paused: bool,
+    /// Counted in the thread's paused-connections gauges (reading stopped by a budget), and
+    /// why.
+    paused: Option<Pause>,
     /// Set once the engine closes this connection: it flushes what it owes, sends FIN, and
     /// discards input until the client's end of stream or the deadline.
     pub(crate) linger: Option<Linger>,
@@ -353,11 +349,12 @@ impl<S, V> Session<S, V> {
         self.lane.complete(out, budget, |out, to| call.write_reply(out, to));
     }
 
-    /// Brings the budget's count of unsent output up to date (the encoders append to the
-    /// write buffer directly). The bytes unsent are counted, not the capacity: a buffer
-    /// kept for reuse must not keep a small budget paused with nothing to send.
+    /// Brings the budget's count of the write buffer up to date (the encoders append to it
+    /// directly): its capacity is what it holds; the bytes unsent are what submission waits
+    /// on. A buffer a burst grew is released once empty when the connection is paused (see
+    /// [`Conn::release_output_if_paused`]), so its spare room never keeps it paused.
     pub(crate) fn sync_unsent(&mut self) {
-        self.budget.set_unsent(self.output.pending());
+        self.budget.set_output(self.output.pending(), self.output.buf.capacity());
     }
 
     /// Every request has its reply written to the socket.
@@ -387,7 +384,7 @@ impl<S, V> Conn<S, V> {
             read_closed: false,
             broken: false,
             queued: false,
-            paused: false,
+            paused: None,
             linger: None,
             negotiate_by: None,
             incomplete_by: None,
@@ -395,19 +392,42 @@ impl<S, V> Conn<S, V> {
         }
     }
 
-    /// Notes whether reading is paused by the byte budget now, keeping the owning thread's
-    /// gauge of paused connections in step (single writer: plain load + store).
-    pub(crate) fn track_pause(&mut self, paused: bool, gauge: &AtomicU64) {
-        if paused != self.paused {
-            self.paused = paused;
-            let now = gauge.load(Ordering::Relaxed);
-            gauge.store(if paused { now + 1 } else { now.saturating_sub(1) }, Ordering::Relaxed);
+    /// Notes whether reading is paused by a byte budget now and why, keeping the owning
+    /// thread's gauges of paused connections (one per reason) in step (single writer: plain
+    /// load + store).
+    pub(crate) fn track_pause(&mut self, pause: Option<Pause>, gauges: &[AtomicU64; 2]) {
+        if pause != self.paused {
+            if let Some(was) = self.paused {
+                let gauge = &gauges[was.index()];
+                gauge.store(gauge.load(Ordering::Relaxed).saturating_sub(1), Ordering::Relaxed);
+            }
+            if let Some(now) = pause {
+                let gauge = &gauges[now.index()];
+                gauge.store(gauge.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            }
+            self.paused = pause;
         }
     }
 
     /// Whether the budgets stop this connection's reading and handling now, and why.
     pub(crate) fn pause(&self, memory: &MemoryBudget) -> Option<Pause> {
         self.session.budget.pause(memory)
+    }
+
+    /// A paused connection with nothing left to send gives back a write buffer a burst grew
+    /// (its room counts on the budget, and a paused connection is not quiet: its socket may
+    /// still be readable). Returns whether it did.
+    pub(crate) fn release_output_if_paused(&mut self, memory: &MemoryBudget) -> bool {
+        let output = &self.session.output;
+        if output.pending() > 0 || output.buf.capacity() <= QUIET_WRITE_CAPACITY {
+            return false;
+        }
+        if self.pause(memory).is_none() {
+            return false;
+        }
+        self.session.output.release_if_empty();
+        self.session.sync_unsent();
+        true
     }
 
     /// Nothing left to read or write this turn: big buffers go back.
@@ -417,6 +437,7 @@ impl<S, V> Conn<S, V> {
         }
         self.input.shrink_if_empty();
         self.session.output.release_if_empty();
+        self.session.sync_unsent();
         self.session.budget.set_read_buffer(self.input.capacity());
     }
 

@@ -18,7 +18,8 @@
 //! | `engine_errors_total` | counter | `class` |
 //! | `engine_bad_input_total` | counter | |
 //! | `engine_parked_requests_total` | counter | |
-//! | `engine_paused_connections` | gauge | |
+//! | `engine_paused_connections` | gauge | `reason` (`own`: over its budget, `shared`: over its share of the limit) |
+//! | `engine_memory_held_bytes`, `engine_memory_peak_bytes`, `engine_memory_limit_bytes` | gauge | |
 //! | `engine_queue_depth` | gauge | |
 //! | `engine_executor_jobs_total` | counter | |
 //! | `engine_executor_busy_seconds_total` | counter | |
@@ -44,6 +45,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
+use crate::budget::Pause;
 use crate::stats::{DIALECTS, ERROR_CLASSES, LANES, LATENCY_BUCKETS, Stats};
 use crate::{Address, Error};
 
@@ -165,11 +167,33 @@ impl Collector for StatsCollector {
             "In-band requests parked in their connection (in-flight limit or full queue).",
             stats.sum(|t| &t.parked),
         )?;
+        let mut paused = encoder.encode_descriptor(
+            "engine_paused_connections",
+            "Connections not being read now, by reason: own (over their byte budget, --conn-budget), shared (the server is over --memory-limit and they hold more than their share).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (i, reason) in Pause::NAMES.iter().enumerate() {
+            let value = stats.sum(|t| &t.paused[i]) as f64;
+            ConstGauge::new(value).encode(paused.encode_family(&[("reason", *reason)])?)?;
+        }
         gauge(
             &mut encoder,
-            "engine_paused_connections",
-            "Connections whose reading is paused by the per-connection byte budget.",
-            stats.sum(|t| &t.paused) as f64,
+            "engine_memory_held_bytes",
+            "Bytes held for all connections, as their byte budgets count them (requests read, replies owed, buffers).",
+            stats.memory.held() as f64,
+        )?;
+        gauge(
+            &mut encoder,
+            "engine_memory_peak_bytes",
+            "The most bytes held for all connections at once since start.",
+            stats.memory.peak() as f64,
+        )?;
+        gauge(
+            &mut encoder,
+            "engine_memory_limit_bytes",
+            "The server's memory limit (--memory-limit).",
+            stats.memory.limit() as f64,
         )?;
         gauge(
             &mut encoder,

@@ -400,6 +400,14 @@ impl<S, V> ParserThread<S, V> {
         let Some(timeout) = conn.timed_out(now).filter(|_| !conn.session.closing) else {
             return;
         };
+        let unread = conn.input_held || conn.pause(&self.worker.stats.memory).is_some();
+        if timeout == Timeout::Incomplete && unread {
+            // The budget stopped reading this connection: the rest of the message may be
+            // waiting in the socket. Not the client's delay; its time starts again.
+            let at = now + self.worker.limits.incomplete_timeout;
+            conn.incomplete_by = Some(at);
+            return self.arm_sweep(at);
+        }
         conn.negotiate_by = None;
         conn.incomplete_by = None;
         let limits = &self.worker.limits;
@@ -558,12 +566,16 @@ impl<S, V> ParserThread<S, V> {
     /// stopped its reading.
     fn settle(&mut self, key: usize) {
         self.conns[key].session.sync_unsent();
-        let pause = self.conns[key].pause(&self.worker.stats.memory);
+        let memory = &self.worker.stats.memory;
+        let mut pause = self.conns[key].pause(memory);
+        if self.conns[key].release_output_if_paused(memory) {
+            pause = self.conns[key].pause(memory);
+        }
         let paused = pause.is_some();
         if pause == Some(Pause::Shared) {
             self.held_back.push(key);
         }
-        self.conns[key].track_pause(paused, &self.worker.stats.threads[self.worker.thread].paused);
+        self.conns[key].track_pause(pause, &self.worker.stats.threads[self.worker.thread].paused);
         if !paused {
             self.conns[key].shrink_if_quiet();
         }
@@ -685,7 +697,7 @@ impl<S, V> ParserThread<S, V> {
     fn close(&mut self, key: usize) {
         let mut conn = self.conns.remove(key);
         let _ = conn.stream.deregister(self.poll.registry());
-        conn.track_pause(false, &self.worker.stats.threads[self.worker.thread].paused);
+        conn.track_pause(None, &self.worker.stats.threads[self.worker.thread].paused);
         let memory = &self.worker.stats.memory;
         memory.add(-(conn.session.budget.withdraw() as isize));
         if !conn.refused {

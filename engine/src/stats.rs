@@ -58,8 +58,12 @@ pub(crate) struct ThreadStats {
     pub(crate) routed: Box<[AtomicU64]>,
     /// Error replies by class ([`ERROR_CLASSES`] order), from any stage.
     pub(crate) error_classes: [AtomicU64; ERROR_CLASSES.len()],
-    /// Connections of this thread whose reading is paused by the byte budget now (a gauge).
-    pub(crate) paused: AtomicU64,
+    /// Connections of this thread whose reading is paused by a byte budget now, by reason
+    /// (gauges, [`Pause::index`] order: over their own budget, over their share of the
+    /// server's limit).
+    ///
+    /// [`Pause::index`]: crate::budget::Pause::index
+    pub(crate) paused: [AtomicU64; 2],
     /// The most one connection of this thread has held at the end of a turn.
     pub(crate) peak_conn_bytes: AtomicU64,
     /// OOB service time: argument decoding, handler and reply encoding on this thread.
@@ -257,6 +261,12 @@ impl Stats {
                 limit: self.memory.limit() as u64,
                 held: self.memory.held() as u64,
                 peak: self.memory.peak() as u64,
+                paused_own: self.threads.iter().map(|t| t.paused[0].load(Ordering::Relaxed)).sum(),
+                paused_shared: self
+                    .threads
+                    .iter()
+                    .map(|t| t.paused[1].load(Ordering::Relaxed))
+                    .sum(),
                 peak_conn: self
                     .threads
                     .iter()
@@ -324,6 +334,12 @@ pub struct Memory {
     pub held: u64,
     /// The most held at once since start.
     pub peak: u64,
+    /// Connections not being read now because they are over their own byte budget
+    /// (`--conn-budget`): their clients must read their replies first.
+    pub paused_own: u64,
+    /// Connections not being read now because the server is over its limit and they hold
+    /// more than their share (or anything, past the slack).
+    pub paused_shared: u64,
     /// The most any one connection has held at the end of a loop turn since start.
     pub peak_conn: u64,
 }

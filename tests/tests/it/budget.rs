@@ -162,3 +162,38 @@ fn past_the_memory_limit_reading_stops_and_every_request_is_answered_in_order() 
     let memory = probe.request(r#"{"exec-oob":"query-stats"}"#)["return"]["memory"].clone();
     assert!(memory["peak"].as_u64().unwrap() <= bound, "over the limit: {memory}");
 }
+
+/// Replies written in one turn can grow the write buffer past the budget, and its capacity
+/// alone then keeps the connection over it: once they are written the buffer goes back, so
+/// the connection is not left paused with nothing to send (which would stop it for good),
+/// and it is served as before.
+#[test]
+fn a_write_buffer_grown_past_the_budget_is_given_back_once_written() {
+    const REQUESTS: usize = 40;
+    let mut config = test_config();
+    config.limits.max_message_bytes = 16 * 1024;
+    config.limits.conn_budget_bytes = BUDGET;
+    let server = start_server_with(config);
+    let mut probe = Client::negotiated(&server.addr);
+    let mut client = Client::negotiated(&server.addr);
+    let schemas: String =
+        (0..REQUESTS).map(|i| format!(r#"{{"execute":"query-qmp-schema","id":{i}}}"#)).collect();
+    client.send(&schemas);
+    let mut bytes = 0;
+    for i in 0..REQUESTS {
+        let reply = client.recv();
+        assert_eq!(reply["id"], i, "in order, each once");
+        bytes += reply.to_string().len();
+    }
+    assert!(bytes > 2 * BUDGET, "the replies ({bytes} bytes) must be several budgets");
+    for i in 0..3 {
+        let id = format!("p{i}");
+        let reply = client.request(&format!(r#"{{"execute":"ping","id":"{id}"}}"#));
+        assert_eq!(reply, json!({"return":{},"id":id}));
+    }
+    let memory = probe.request(r#"{"exec-oob":"query-stats"}"#)["return"]["memory"].clone();
+    assert_eq!(
+        (memory["paused-own"].as_u64(), memory["paused-shared"].as_u64()),
+        (Some(0), Some(0))
+    );
+}

@@ -1,6 +1,7 @@
 //! The Prometheus endpoint over real sockets: after a known mix of QMP and JSON-RPC requests
 //! (in-band, OOB, unknown commands, bad arguments, a failing handler), one scrape returns
-//! exactly those counts, in the OpenMetrics text format.
+//! exactly those counts, in the OpenMetrics text format; connections paused behind a `stall`
+//! show in the memory gauges, by reason, and the bytes held return to zero once they close.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -99,7 +100,8 @@ fn a_scrape_returns_the_exact_counts_of_what_was_sent() {
         (r#"engine_errors_total{class="GenericError"}"#, 2.0),
         ("engine_bad_input_total", 0.0),
         ("engine_parked_requests_total", 0.0),
-        ("engine_paused_connections", 0.0),
+        (r#"engine_paused_connections{reason="own"}"#, 0.0),
+        (r#"engine_paused_connections{reason="shared"}"#, 0.0),
         ("engine_queue_depth", 0.0),
         ("engine_executor_jobs_total", 10.0),
         ("engine_connections_accepted_total", 2.0),
@@ -148,4 +150,122 @@ fn metrics_need_a_tcp_address_and_are_off_by_default() {
     config.metrics = Some("unix:/tmp/engine-metrics-never.sock".parse().unwrap());
     let err = ooblane::Server::start(config, ooblane::demo::registry()).unwrap_err();
     assert_eq!(err.to_string(), "invalid configuration: the metrics endpoint needs a tcp: address");
+}
+
+/// Scrapes until `ready` holds for the samples (bounded by [`READ_TIMEOUT`]).
+fn scrape_until(
+    addr: SocketAddr,
+    what: &str,
+    ready: impl Fn(&HashMap<String, f64>) -> bool,
+) -> HashMap<String, f64> {
+    let deadline = Instant::now() + READ_TIMEOUT;
+    loop {
+        let (_, _, body) = http_get(addr, "/metrics");
+        let samples = samples(&body);
+        if ready(&samples) {
+            return samples;
+        }
+        assert!(Instant::now() < deadline, "never {what}: {body}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+const OWN: &str = r#"engine_paused_connections{reason="own"}"#;
+const SHARED: &str = r#"engine_paused_connections{reason="shared"}"#;
+const HELD: &str = "engine_memory_held_bytes";
+
+/// Behind a `stall`, `pipeliners` connections each send `requests` `counter-add` without
+/// reading until the engine stops reading them; `check` sees the scrape once `paused` of them
+/// are paused for `reason`, and the probe's `query-stats` memory. Then the stall is
+/// released, every reply read, every client closed: nothing is held any more.
+fn pause_behind_a_stall(
+    config: ooblane::Config,
+    pipeliners: usize,
+    requests: usize,
+    reason: &str,
+    check: impl Fn(&HashMap<String, f64>, &serde_json::Value),
+) {
+    let server = start_server_with(config);
+    let metrics = server.handle().metrics_addr().expect("metrics bound");
+    let mut staller = Client::negotiated(&server.addr);
+    let mut probe = Client::negotiated(&server.addr);
+    staller.send(r#"{"execute":"stall","id":"s"}"#);
+    tests::wait_until_executor_busy(&mut probe);
+    let mut clients: Vec<Client> =
+        (0..pipeliners).map(|_| Client::negotiated(&server.addr)).collect();
+    let senders: Vec<_> = clients
+        .iter()
+        .map(|client| {
+            let mut writer = client.clone_writer();
+            std::thread::spawn(move || {
+                let add = r#"{"execute":"counter-add","arguments":{"delta":1}}"#;
+                writer.send(&add.repeat(requests));
+            })
+        })
+        .collect();
+    let paused = scrape_until(metrics, "paused", |s| s[reason] == pipeliners as f64);
+    let memory = probe.request(r#"{"exec-oob":"query-stats"}"#)["return"]["memory"].clone();
+    check(&paused, &memory);
+    assert_eq!(probe.request(r#"{"exec-oob":"release"}"#), json!({"return":{"released":1}}));
+    assert_eq!(staller.recv(), json!({"return":{"released":true},"id":"s"}));
+    for client in &mut clients {
+        for _ in 0..requests {
+            assert!(client.recv()["return"]["value"].is_i64());
+        }
+    }
+    for sender in senders {
+        sender.join().unwrap();
+    }
+    drop(clients);
+    drop(staller);
+    drop(probe);
+    let after = scrape_until(metrics, "all closed", |s| s["engine_connections_open"] == 0.0);
+    assert_eq!(after[HELD], 0.0, "every byte counted is given back");
+    assert_eq!((after[OWN], after[SHARED]), (0.0, 0.0));
+    assert!(after["engine_memory_peak_bytes"] >= paused[HELD]);
+}
+
+#[test]
+fn a_connection_over_its_budget_shows_as_paused_for_its_own_reason() {
+    const BUDGET: usize = 64 * 1024;
+    let mut config = test_config();
+    config.metrics = Some("tcp:127.0.0.1:0".parse().unwrap());
+    config.limits.max_message_bytes = 16 * 1024;
+    config.limits.conn_budget_bytes = BUDGET;
+    config.limits.memory_limit_bytes = 64 << 20;
+    // 3,000 requests of 50 bytes, 160 more each once parked: ten budgets.
+    pause_behind_a_stall(config, 1, 3_000, OWN, |s, memory| {
+        assert_eq!(s[SHARED], 0.0);
+        assert_eq!(s["engine_memory_limit_bytes"], (64 << 20) as f64);
+        assert_eq!(
+            (memory["paused-own"].as_u64(), memory["paused-shared"].as_u64()),
+            (Some(1), Some(0))
+        );
+        assert_eq!(memory["limit"].as_u64(), Some(64 << 20));
+        // The pipeliner holds just past its budget (the read that crossed it, at most one
+        // read buffer); the staller and the probe hold their buffers and one reply reserve.
+        let held = s[HELD] as usize;
+        assert!(held > BUDGET && held < 2 * BUDGET + 2 * 32 * 1024 + 4096, "held {held}");
+    });
+}
+
+#[test]
+fn connections_over_their_share_of_the_memory_limit_show_as_paused_for_it() {
+    const LIMIT: usize = 256 * 1024;
+    let mut config = test_config();
+    config.metrics = Some("tcp:127.0.0.1:0".parse().unwrap());
+    config.limits.memory_limit_bytes = LIMIT;
+    // Three connections of 3,000 requests of 50 bytes, 160 more each once parked: seven
+    // limits, each far from its own 4 MiB budget.
+    pause_behind_a_stall(config, 3, 3_000, SHARED, |s, memory| {
+        assert_eq!(s[OWN], 0.0);
+        assert_eq!(s["engine_memory_limit_bytes"], LIMIT as f64);
+        assert_eq!(
+            (memory["paused-own"].as_u64(), memory["paused-shared"].as_u64()),
+            (Some(0), Some(3))
+        );
+        // Past the limit and its 1/16 slack by at most one read buffer per parser thread.
+        let held = s[HELD] as usize;
+        assert!(held > LIMIT && held <= LIMIT + LIMIT / 16 + 2 * (16 * 1024 + 64), "held {held}");
+    });
 }

@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Clients that never read, measured (issue 9, item 1): starts ENGINE, then TEN clients that
+send without reading: four pipeline `query-commands`, three pipeline in-band `query-stats`
+(replies far larger than requests), three send 1 MiB of one-byte bad messages (`]`, one
+error reply each). Once the engine holds them all (its `memory.held` unchanged for QUIET
+seconds, polled out of band by a probe), prints the RSS above idle per client and the
+engine's own count (`peak-conn`) against the per-connection budget; then every client
+reads everything and the reply counts are checked (every request answered once, in order).
+
+    results/tools/nonreaders.py target/release/engine [ENGINE FLAGS...]
+
+Stdlib only."""
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+ENGINE, FLAGS = sys.argv[1], sys.argv[2:]
+QUIET = float(os.environ.get("QUIET", "3"))
+BUDGET = 4 << 20  # the default --conn-budget
+PIPELINED = 20_000
+FLOOD = 1 << 20
+
+
+def status(pid, key):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def mib(b):
+    return f"{b / 2**20:.1f} MiB"
+
+
+def negotiated(port):
+    s = socket.create_connection(("127.0.0.1", port))
+    f = s.makefile("rb")
+    f.readline()
+    s.sendall(b'{"execute":"qmp_capabilities","arguments":{"enable":["oob"]}}')
+    f.readline()
+    return s, f
+
+
+def main():
+    proc = subprocess.Popen([ENGINE, "--qmp", "tcp:127.0.0.1:0", *FLAGS],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    port = int(proc.stdout.readline().decode().strip().rsplit(":", 1)[1])
+    time.sleep(0.5)
+    idle = status(proc.pid, "VmRSS")
+    probe, probe_f = negotiated(port)
+
+    def stats():
+        probe.sendall(b'{"exec-oob":"query-stats","id":"qs"}')
+        return json.loads(probe_f.readline())["return"]
+
+    kinds = ["query-commands"] * 4 + ["query-stats"] * 3 + ["]"] * 3
+    clients = []
+    for kind in kinds:
+        s, f = negotiated(port)
+        if kind == "]":
+            blob, expect = b"]" * FLOOD, FLOOD
+        else:
+            blob = b"".join(b'{"execute":"%s","id":%d}' % (kind.encode(), i)
+                            for i in range(PIPELINED))
+            expect = PIPELINED
+        sender = threading.Thread(target=s.sendall, args=(blob,), daemon=True)
+        sender.start()
+        clients.append((kind, s, f, sender, expect))
+
+    last, since, start = None, time.time(), time.time()
+    while time.time() - since < QUIET:
+        held = stats()["memory"]["held"]
+        if held != last:
+            last, since = held, time.time()
+        time.sleep(0.2)
+    memory = stats()["memory"]
+    rss, peak = status(proc.pid, "VmRSS"), status(proc.pid, "VmHWM")
+    n = len(clients)
+    print(f"engine: {ENGINE} {' '.join(FLAGS)}; idle RSS {mib(idle)}")
+    print(f"{n} clients not reading (4 query-commands x{PIPELINED}, 3 query-stats x{PIPELINED}, "
+          f"3 x 1 MiB of ']'), held after {since - start:.1f} s")
+    print(f"RSS {mib(rss)} (peak {mib(peak)}): {mib((rss - idle) / n)} per client above idle, "
+          f"peak {mib((peak - idle) / n)}; budget {mib(BUDGET)}")
+    print(f"engine count: held {mib(memory['held'])}, peak-conn {mib(memory['peak-conn'])} "
+          f"({memory['peak-conn'] / BUDGET:.2f}x budget), paused-own {memory['paused-own']}")
+
+    ok = True
+    for kind, s, f, sender, expect in clients:
+        if kind == "]":
+            data, lines = b"", 0
+            while lines < expect:
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    break
+                lines += chunk.count(b"\n")
+                data = chunk[-200:]
+            good = lines == expect and b"JSON parse error" in data
+        else:
+            ids = []
+            while len(ids) < expect:
+                line = f.readline()
+                if not line:
+                    break
+                m = re.search(rb'"id":(\d+)\}\r?\n$', line)
+                ids.append(int(m.group(1)) if m and b'"return"' in line else -1)
+            good = ids == list(range(expect))
+            lines = len(ids)
+        sender.join(timeout=30)
+        ok &= good
+        print(f"  {kind}: {lines} of {expect} replies {'in order, each once' if good else 'WRONG'}")
+    print(f"after reading: peak RSS {mib(status(proc.pid, 'VmHWM'))}, "
+          f"peak-conn {mib(stats()['memory']['peak-conn'])}")
+    proc.terminate()
+    proc.wait(timeout=30)
+    print("PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
