@@ -22,12 +22,11 @@ for a few thousand entries catches up from the leader's snapshot, (6) loadgen wi
 remotes rides through a leader kill, (7) a follower frozen (SIGSTOP) with its client's adds in
 flight while the others commit past a snapshot answers every one of them once resumed.
 
-(7) fails intermittently today (2 of 3 runs when written): when the snapshot the resumed
-member installs covers its own parked calls (their entries committed by the others but not
-yet in its log), the executor's `ToExecutor::Install` replaces the state without resolving
-them; their entries are never applied one by one, so they (and every in-band request behind
-them on that member) wait forever. The engine must fail such calls ("outcome unknown") or
-answer them. When the paused member already held those entries, the run passes.
+(7) found a bug: when the snapshot the resumed member installs covers its own waiting calls
+(their entries committed by the others but not yet in its log), those entries are never
+applied one by one, so the calls (and every in-band request behind them) waited forever. The
+engine now fails such calls with "outcome unknown" when it installs a snapshot; the test
+accepts those replies and checks the accounting as everywhere else.
 
 The engine is target/debug/engine (or $ENGINE_BIN),
 loadgen target/debug/loadgen (or $LOADGEN_BIN). Every wait is bounded; every process is
