@@ -265,8 +265,9 @@ fn raft_config(config: &Replication) -> Result<Arc<openraft::Config>, Error> {
         max_payload_entries: 32,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
         max_in_snapshot_log_to_keep: 1000,
-        // Purge the log in large steps: each purge is a write of its own.
-        purge_batch_size: 1024,
+        // Purge the log in steps (each rides along with the log writer's next transaction),
+        // small enough that a member down for a few thousand entries needs a snapshot.
+        purge_batch_size: 64,
         ..Default::default()
     };
     raft.validate().map(Arc::new).map_err(|e| Error::Config(format!("raft: {e}")))
