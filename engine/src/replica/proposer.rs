@@ -119,10 +119,10 @@ fn refuse(link: &ExecutorLink, ticket: Ticket, verdict: Verdict) {
     }
 }
 
-/// Routes this member's proposals: to its own Raft when it leads, to the leader otherwise.
-/// A proposal that cannot reach any leader (an election, the leader just died) waits up to
-/// [`LEADER_PATIENCE`] for one before it is refused; nothing was sent, so it is certainly
-/// not executed.
+/// Routes this member's proposals, in order: to its own Raft when it leads, to the leader
+/// otherwise, at most [`WINDOW`] in flight. A proposal that cannot reach any leader (an
+/// election, the leader just died) waits up to [`LEADER_PATIENCE`] for one before it is
+/// refused; nothing was sent, so it is certainly not executed.
 pub(crate) async fn run(
     raft: openraft::Raft<Raft>,
     me: u64,
@@ -144,40 +144,53 @@ pub(crate) async fn run(
         let place = Arc::clone(&window).acquire_owned().await.expect("the window never closes");
         let mut proposal = first;
         next = gather(&mut proposal, &mut proposals);
-        let mut ticket = Ticket::of(&proposal, place);
-        let deadline = tokio::time::Instant::now() + LEADER_PATIENCE;
-        let mut unreachable: Option<(u64, String)> = None;
-        loop {
-            let avoid = unreachable.as_ref().map(|(leader, _)| *leader);
-            let Some(leader) = wait_for_leader(&raft, avoid, deadline).await else {
-                let why = match &unreachable {
-                    Some((leader, e)) => format!("no leader reachable (member {leader}: {e})"),
-                    None => "no leader: an election is in progress or this member has no quorum"
-                        .to_owned(),
-                };
-                refuse(&link, ticket, Verdict::NotExecuted(why));
-                break;
-            };
-            if leader == me {
-                let submitted = submit(&raft, me, proposal).await;
-                let link = link.clone();
-                tokio::spawn(async move {
-                    let verdict = settle(submitted).await;
-                    refuse(&link, ticket, verdict);
-                });
-                break;
-            }
-            let Some(&addr) = peers.get(&leader) else {
-                refuse(&link, ticket, Verdict::NotExecuted(format!("unknown leader {leader}")));
-                break;
-            };
-            let forwarder = forwarders.entry(leader).or_insert_with(|| Forwarder::new(addr));
-            match forwarder.send(proposal, ticket, &link).await {
-                Ok(()) => break,
-                Err((back, returned, e)) => {
-                    (proposal, ticket) = (back, returned);
-                    unreachable = Some((leader, e.to_string()));
+        let ticket = Ticket::of(&proposal, place);
+        route(&raft, me, &peers, &link, &mut forwarders, proposal, ticket).await;
+    }
+}
+
+/// Hands one proposal to the leader (this member's Raft, or a forwarder), waiting for a
+/// reachable one until [`LEADER_PATIENCE`]; refuses it if there is none.
+async fn route(
+    raft: &openraft::Raft<Raft>,
+    me: u64,
+    peers: &HashMap<u64, SocketAddr>,
+    link: &ExecutorLink,
+    forwarders: &mut HashMap<u64, Forwarder>,
+    mut proposal: Proposal,
+    mut ticket: Ticket,
+) {
+    let deadline = tokio::time::Instant::now() + LEADER_PATIENCE;
+    let mut unreachable: Option<(u64, String)> = None;
+    loop {
+        let avoid = unreachable.as_ref().map(|(leader, _)| *leader);
+        let Some(leader) = wait_for_leader(raft, avoid, deadline).await else {
+            let why = match &unreachable {
+                Some((leader, e)) => format!("no leader reachable (member {leader}: {e})"),
+                None => {
+                    "no leader: an election is in progress or this member has no quorum".to_owned()
                 }
+            };
+            return refuse(link, ticket, Verdict::NotExecuted(why));
+        };
+        if leader == me {
+            let submitted = submit(raft, me, proposal).await;
+            let link = link.clone();
+            tokio::spawn(async move {
+                let verdict = settle(submitted).await;
+                refuse(&link, ticket, verdict);
+            });
+            return;
+        }
+        let Some(&addr) = peers.get(&leader) else {
+            return refuse(link, ticket, Verdict::NotExecuted(format!("unknown leader {leader}")));
+        };
+        let forwarder = forwarders.entry(leader).or_insert_with(|| Forwarder::new(addr));
+        match forwarder.send(proposal, ticket, link).await {
+            Ok(()) => return,
+            Err((back, returned, e)) => {
+                (proposal, ticket) = (back, returned);
+                unreachable = Some((leader, e.to_string()));
             }
         }
     }
