@@ -472,6 +472,12 @@ def test_minority_refuses_while_oob_answers(cluster, survivor_role):
     q.close()
     followers = [m for m in cluster.live() if m is not leader]
     survivor = leader if survivor_role == "leader" else followers[0]
+    # A follower applies an entry once it learns it is committed (the next append or
+    # heartbeat after the leader's reply): wait for that, so its counter below is exact.
+    deadline = time.monotonic() + CONVERGE_TIMEOUT
+    while survivor.counter() != 1:
+        assert time.monotonic() < deadline, "the survivor never applied the first add"
+        time.sleep(0.02)
     for m in cluster.live():
         if m is not survivor:
             m.kill9()
