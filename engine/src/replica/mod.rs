@@ -219,6 +219,9 @@ impl Opened {
             None => None,
         };
         let raft = runtime.block_on(boot(&config, snapshot, link.clone()))?;
+        if !config.clustered() {
+            runtime.block_on(replayed(&raft));
+        }
         let peers: HashMap<u64, SocketAddr> = config.members.clone().into_iter().collect();
         runtime.spawn(proposer::run(raft.clone(), config.node, peers, link, proposals));
         runtime.spawn(status::follow(raft.clone(), Arc::clone(&status)));
@@ -303,6 +306,32 @@ async fn boot(
         }
     }
     Ok(raft)
+}
+
+/// A durable single node serves no request before its whole log is applied again: Raft
+/// replays at start only what it knew committed, and the rest once this node has elected
+/// itself and committed a new entry (a few hundred milliseconds). Without this wait, a read
+/// right after a restart would miss acknowledged commands. (A cluster member cannot wait:
+/// it learns what is committed from the leader; its reads are allowed to lag.)
+async fn replayed(raft: &openraft::Raft<entry::Raft>) {
+    let mut metrics = raft.metrics();
+    let waiting = async {
+        loop {
+            {
+                let m = metrics.borrow_and_update();
+                let applied = m.last_applied.map(|id| id.index);
+                if m.current_leader == Some(m.id) && applied >= m.last_log_index {
+                    return;
+                }
+            }
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(30), waiting).await.is_err() {
+        tracing::warn!("the log is not replayed after 30 s; serving anyway");
+    }
 }
 
 /// The running replication side; dropping it stops Raft.
