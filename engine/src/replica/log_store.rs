@@ -1,13 +1,14 @@
 //! The durable Raft log of one member, in one redb file (`DIR/log.redb`): entries by index,
 //! plus the vote, the committed log id and the last purged log id.
 //!
-//! Appends are written by a thread of their own (`engine-raft-log`), so openraft's core goes
-//! on (replicating the same entries to followers, accepting more) while the fsync runs:
-//! `append` puts the entries in `unflushed`, where readers find them at once, and hands them
-//! to the writer, which commits every append waiting at once in one redb transaction with
-//! `Durability::Immediate` (one fsync: group commit) and only then tells openraft they are
-//! durable (`LogFlushed`), so a reply never leaves before its command is on disk. Truncating
-//! and purging first wait for the writer to catch up.
+//! Appends are written by a thread of their own (`engine-raft-log`), off openraft's tokio
+//! runtime: `append` puts the entries in `unflushed`, where readers find them at once, and
+//! hands them to the writer, which commits every append waiting at once in one redb
+//! transaction with `Durability::Immediate` (one fsync) and only then tells openraft they
+//! are durable (`LogFlushed`), so a reply never leaves before its command is on disk. (openraft
+//! 0.9's core waits for that callback before it goes on, so appends do not overlap; group
+//! commit comes from entries carrying many commands.) The committed mark and purges ride
+//! along with the next transaction; truncating first waits for the writer to catch up.
 
 // openraft's `StorageError` is what its traits return; boxing it here would only move the
 // allocation to every caller.
