@@ -28,6 +28,8 @@ import sys
 import tempfile
 import time
 
+from engine_proc import negotiated
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENGINE = os.path.join(ROOT, "target", "release", "engine")
 LOADGEN = os.path.join(ROOT, "target", "release", "loadgen")
@@ -250,14 +252,9 @@ def fmt(v):
 def qmp_oob(port, command):
     """One OOB command on a fresh QMP session; its `return`, or None."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-            f = s.makefile("rwb")
-            f.readline()
-            f.write(b'{"execute":"qmp_capabilities","arguments":{"enable":["oob"]}}\n')
-            f.flush()
-            f.readline()
-            f.write(json.dumps({"exec-oob": command, "id": 1}).encode() + b"\n")
-            f.flush()
+        s, f = negotiated(port, timeout=2)
+        with s:
+            s.sendall(json.dumps({"exec-oob": command, "id": 1}).encode())
             return json.loads(f.readline()).get("return")
     except (OSError, ValueError):
         return None

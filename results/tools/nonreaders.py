@@ -14,11 +14,11 @@ Stdlib only."""
 import json
 import os
 import re
-import socket
-import subprocess
 import sys
 import threading
 import time
+
+from engine_proc import finish, mib, negotiated, start_engine, status
 
 ENGINE, FLAGS = sys.argv[1], sys.argv[2:]
 QUIET = float(os.environ.get("QUIET", "3"))
@@ -27,31 +27,14 @@ PIPELINED = 20_000
 FLOOD = 1 << 20
 
 
-def status(pid, key):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
-def mib(b):
-    return f"{b / 2**20:.1f} MiB"
 
 
-def negotiated(port):
-    s = socket.create_connection(("127.0.0.1", port))
-    f = s.makefile("rb")
-    f.readline()
-    s.sendall(b'{"execute":"qmp_capabilities","arguments":{"enable":["oob"]}}')
-    f.readline()
-    return s, f
 
 
 def main():
-    proc = subprocess.Popen([ENGINE, "--qmp", "tcp:127.0.0.1:0", *FLAGS],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    port = int(proc.stdout.readline().decode().strip().rsplit(":", 1)[1])
+    proc, port = start_engine(ENGINE, FLAGS)
     time.sleep(0.5)
     idle = status(proc.pid, "VmRSS")
     probe, probe_f = negotiated(port)
@@ -117,10 +100,7 @@ def main():
         print(f"  {kind}: {lines} of {expect} replies {'in order, each once' if good else 'WRONG'}")
     print(f"after reading: peak RSS {mib(status(proc.pid, 'VmHWM'))}, "
           f"peak-conn {mib(stats()['memory']['peak-conn'])}")
-    proc.terminate()
-    proc.wait(timeout=30)
-    print("PASS" if ok else "FAIL")
-    return 0 if ok else 1
+    return finish(proc, ok)
 
 
 if __name__ == "__main__":

@@ -24,15 +24,7 @@ mkdir -p "$out"
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 log() { echo "$*" >>"$out/commands.txt"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_listen() {
-    for _ in $(seq 100); do
-        ss -ltn "sport = :$1" | grep -q LISTEN && return 0
-        sleep 0.1
-    done
-    echo "nothing listens on port $1" >&2
-    return 1
-}
+source results/tools/helpers.sh
 
 server_pid="" server_addr=""
 start() { # binary args...

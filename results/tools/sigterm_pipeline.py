@@ -21,6 +21,8 @@ import sys
 import threading
 import time
 
+from engine_proc import start_engine
+
 ENGINE, FLAGS = sys.argv[1], sys.argv[2:]
 CLIENTS = int(os.environ.get("CLIENTS", "4"))
 HOLD = float(os.environ.get("HOLD", "2"))
@@ -76,9 +78,7 @@ class Client:
 
 
 def main():
-    proc = subprocess.Popen([ENGINE, "--qmp", "tcp:127.0.0.1:0", *FLAGS],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    port = int(proc.stdout.readline().decode().strip().rsplit(":", 1)[1])
+    proc, port = start_engine(ENGINE, FLAGS, stderr=subprocess.PIPE)
     clients = [Client(port) for _ in range(CLIENTS)]
     threads = []
     for c in clients:

@@ -15,9 +15,10 @@ import os
 import resource
 import selectors
 import socket
-import subprocess
 import sys
 import time
+
+from engine_proc import finish, start_engine
 
 ENGINE, FLAGS = sys.argv[1], sys.argv[2:]
 N = int(os.environ.get("N", "1000"))
@@ -27,9 +28,7 @@ LIMIT = float(os.environ.get("LIMIT", "40"))
 def main():
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
-    proc = subprocess.Popen([ENGINE, "--qmp", "tcp:127.0.0.1:0", *FLAGS],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    port = int(proc.stdout.readline().decode().strip().rsplit(":", 1)[1])
+    proc, port = start_engine(ENGINE, FLAGS)
     conns = []
     for i in range(N):
         s = socket.create_connection(("127.0.0.1", port))
@@ -102,10 +101,7 @@ def main():
         ok &= len(closed) == len(half) and resets == 0
     print(f"probe (connect, negotiate, ping) every 5 s: "
           f"{', '.join(f'{p:.1f}' for p in probes)} ms")
-    proc.terminate()
-    proc.wait(timeout=30)
-    print("PASS" if ok else "FAIL")
-    return 0 if ok else 1
+    return finish(proc, ok)
 
 
 if __name__ == "__main__":

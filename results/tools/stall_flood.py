@@ -21,6 +21,8 @@ import subprocess
 import sys
 import time
 
+from engine_proc import finish, mib, negotiated, start_engine, status
+
 N = int(sys.argv[1])
 ENGINE, FLAGS = sys.argv[2], sys.argv[3:]
 SNDBUF = int(os.environ.get("SNDBUF", "65536"))
@@ -35,25 +37,10 @@ def request(i):
     return r + b" " * (64 - len(r))
 
 
-def status(pid, key):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
-def mib(b):
-    return f"{b / 2**20:.1f} MiB"
 
 
-def connect(port):
-    s = socket.create_connection(("127.0.0.1", port))
-    f = s.makefile("rb")
-    f.readline()
-    s.sendall(b'{"execute":"qmp_capabilities","arguments":{"enable":["oob"]}}')
-    f.readline()
-    return s, f
 
 
 class Attacker:
@@ -121,17 +108,15 @@ def main():
     for kv in os.environ.get("ENGINE_ENV", "").split():
         k, v = kv.split("=", 1)
         env[k] = v
-    cmd = [ENGINE, "--qmp", "tcp:127.0.0.1:0", *FLAGS]
     log = open(os.environ["ENGINE_LOG"], "wb") if "ENGINE_LOG" in os.environ else subprocess.DEVNULL
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=env)
+    proc, port = start_engine(ENGINE, FLAGS, stderr=log, env=env)
     PROCS.append(proc)
-    port = int(proc.stdout.readline().decode().strip().rsplit(":", 1)[1])
     time.sleep(0.5)
     idle = status(proc.pid, "VmRSS")
-    print(f"engine: {' '.join(cmd)}  env: {os.environ.get('ENGINE_ENV', '-')}")
+    print(f"engine: {ENGINE} --qmp tcp:127.0.0.1:0 {' '.join(FLAGS)}  env: {os.environ.get('ENGINE_ENV', '-')}")
     print(f"idle RSS: {mib(idle)}")
 
-    staller, staller_f = connect(port)
+    staller, staller_f = negotiated(port)
     staller.sendall(b'{"execute":"stall","arguments":{"timeout-ms":600000},"id":"stall"}')
     attackers = [Attacker(port) for _ in range(N)]
     sel = selectors.DefaultSelector()
@@ -197,11 +182,7 @@ def main():
     rss = status(proc.pid, "VmRSS")
     print(f"RSS after the attackers closed: {', '.join(line)}  ({rss / idle:.1f}x idle)")
     staller.close()
-    proc.terminate()
-    proc.wait(timeout=30)
-    ok = not open_ and errors == 0 and extra == 0
-    print("PASS" if ok else "FAIL")
-    return 0 if ok else 1
+    return finish(proc, not open_ and errors == 0 and extra == 0)
 
 
 if __name__ == "__main__":
