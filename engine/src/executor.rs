@@ -209,21 +209,28 @@ impl<S, V> Executor<S, V> {
     fn run_call(&mut self, sent: Instant, call: &mut BoxedCall<S, V>) -> Effects {
         let started = Instant::now();
         self.stats.set_busy(Some(started));
-        let mut effects = Effects::default();
-        {
-            let ctx = Ctx { shared: &*self.shared, stats: &self.stats, info: &self.info };
-            let mut exec = Exec { state: &mut self.state, ctx, effects: &mut effects };
-            let ran = contain_panic(|| {
-                call.run(&mut exec);
-                Ok(())
-            });
-            if let Err(err) = ran {
-                call.fail(err);
-            }
+        let (ran, effects) = self.with_exec(|exec| {
+            call.run(exec);
+            Ok(())
+        });
+        if let Err(err) = ran {
+            call.fail(err);
         }
         self.stats.set_busy(None);
         self.local.record(started.saturating_duration_since(sent), started.elapsed());
         effects
+    }
+
+    /// Runs a handler on the state (a panic contained), with the effects it asked for.
+    fn with_exec(
+        &mut self,
+        handler: impl FnOnce(&mut Exec<'_, S, V>) -> Result<(), CommandError>,
+    ) -> (Result<(), CommandError>, Effects) {
+        let mut effects = Effects::default();
+        let ctx = Ctx { shared: &*self.shared, stats: &self.stats, info: &self.info };
+        let mut exec = Exec { state: &mut self.state, ctx, effects: &mut effects };
+        let ran = contain_panic(|| handler(&mut exec));
+        (ran, effects)
     }
 
     /// Answers a call that has run: its events first, then its outcome, then the shutdown it
@@ -306,13 +313,8 @@ impl<S, V> Executor<S, V> {
             tracing::error!(command = command.name, "the log holds a command this engine lacks");
             return;
         };
-        let mut effects = Effects::default();
-        {
-            let ctx = Ctx { shared: &*self.shared, stats: &self.stats, info: &self.info };
-            let mut exec = Exec { state: &mut self.state, ctx, effects: &mut effects };
-            // A failure here failed on the proposing member too: handlers are deterministic.
-            let _ = contain_panic(|| replay(&mut exec, &command.args));
-        }
+        // A failure here failed on the proposing member too: handlers are deterministic.
+        let (_, effects) = self.with_exec(|exec| replay(exec, &command.args));
         for event in effects.events {
             self.broadcast(event);
         }

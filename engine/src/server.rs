@@ -97,7 +97,7 @@ impl Server {
         let log = opened.as_mut().map(|o| (o.executor_side(), Arc::clone(&o.status)));
         let wiring =
             Wiring::new(registry, layout.threads(), config.limits, config.package.clone(), log)
-                .map_err(|e| Error::Config(e.to_string()))?;
+                .map_err(Error::Start)?;
         let Wiring { parsers, executor, controller, stats, shared, on_shutdown } = wiring;
         let metrics =
             config.metrics.as_ref().map(|a| MetricsEndpoint::start(a, Arc::clone(&stats)));

@@ -53,17 +53,10 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Wiring<S, V> {
         ));
         let Registry { state, shared, commands, on_shutdown, snapshots, .. } = registry;
         let commands = Arc::new(commands);
-        let log = match (log, snapshots) {
-            (Some((side, _)), Some(snapshots)) => {
-                Some(ReplicatedLane::new(side, names, Arc::clone(&commands), snapshots))
-            }
-            (Some(_), None) => {
-                return Err(std::io::Error::other(
-                    "durable and cluster modes need the registry's snapshot form (Registry::snapshots)",
-                ));
-            }
-            (None, _) => None,
-        };
+        let log = log.map(|(side, _)| {
+            let snapshots = snapshots.expect("Server::start refuses a log without a snapshot form");
+            ReplicatedLane::new(side, names, Arc::clone(&commands), snapshots)
+        });
         let mut polls = Vec::with_capacity(threads);
         let mut mailboxes = Vec::with_capacity(threads);
         for _ in 0..threads {

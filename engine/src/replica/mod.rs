@@ -40,7 +40,6 @@ use tokio::sync::{mpsc, oneshot};
 pub(crate) use entry::{Entry, LoggedCommand, Origin, Proposal};
 use entry::{LogId, SnapshotMeta, StoredMembership};
 pub(crate) use network::Verdict;
-pub(crate) use snapshot::Image;
 pub(crate) use status::StatusCell;
 pub use status::{ClusterStatus, MemberProgress};
 
@@ -158,7 +157,10 @@ pub(crate) struct ExecutorSide {
 /// the executor will propose on.
 pub(crate) struct Opened {
     config: Replication,
-    snapshot: Option<Image>,
+    /// The state saved in the latest snapshot, if any.
+    state: Option<Vec<u8>>,
+    /// Where the executor starts: the position of that snapshot.
+    start: Position,
     proposals: mpsc::UnboundedReceiver<Proposal>,
     side: Option<ExecutorSide>,
     pub(crate) status: Arc<StatusCell>,
@@ -179,12 +181,13 @@ pub(crate) fn open(config: Replication) -> Result<Opened, Error> {
     let snapshot = snapshot::SnapshotFile::new(&config.data).load().map_err(|e| {
         Error::Config(format!("cannot read the snapshot in {}: {e}", config.data.display()))
     })?;
-    let position = snapshot.as_ref().map(|s| Position::of_snapshot(&s.meta)).unwrap_or_default();
+    let start = snapshot.as_ref().map(|s| Position::of_snapshot(&s.meta)).unwrap_or_default();
+    let state = snapshot.map(|s| s.state);
     let (tx, rx) = mpsc::unbounded_channel();
     let origin = Origin { node: config.node, run: run_number() };
-    let side = ExecutorSide { proposals: tx, origin, position };
+    let side = ExecutorSide { proposals: tx, origin, position: start.clone() };
     let status = Arc::new(StatusCell::new(config.node));
-    Ok(Opened { config, snapshot, proposals: rx, side: Some(side), status })
+    Ok(Opened { config, state, start, proposals: rx, side: Some(side), status })
 }
 
 /// A number that differs at every start of a member (nanoseconds since the epoch).
@@ -196,7 +199,7 @@ fn run_number() -> u64 {
 impl Opened {
     /// The state bytes to restore before the executor starts, if a snapshot exists.
     pub(crate) fn snapshot_state(&self) -> Option<&[u8]> {
-        self.snapshot.as_ref().map(|s| s.state.as_slice())
+        self.state.as_deref()
     }
 
     /// The executor's part; taken once.
@@ -213,12 +216,12 @@ impl Opened {
             .enable_all()
             .build()
             .map_err(Error::Start)?;
-        let Opened { config, snapshot, proposals, status, .. } = self;
+        let Opened { config, start, proposals, status, .. } = self;
         let listener = match config.members.get(&config.node) {
             Some(addr) => Some(runtime.block_on(bind(*addr))?),
             None => None,
         };
-        let raft = runtime.block_on(boot(&config, snapshot, link.clone()))?;
+        let raft = runtime.block_on(boot(&config, start, link.clone()))?;
         if !config.clustered() {
             runtime.block_on(replayed(&raft));
         }
@@ -280,15 +283,14 @@ fn raft_config(config: &Replication) -> Result<Arc<openraft::Config>, Error> {
 /// first time (every member proposes the same membership: safe, and no member is special).
 async fn boot(
     config: &Replication,
-    snapshot: Option<Image>,
+    start: Position,
     link: ExecutorLink,
 ) -> Result<openraft::Raft<entry::Raft>, Error> {
     let store = log_store::LogStore::open(&config.data).map_err(|e| {
         Error::Config(format!("cannot open the log in {}: {e}", config.data.display()))
     })?;
-    let position = snapshot.as_ref().map(|s| Position::of_snapshot(&s.meta)).unwrap_or_default();
     let file = snapshot::SnapshotFile::new(&config.data);
-    let machine = state_machine::StateMachine::new(link, position, file);
+    let machine = state_machine::StateMachine::new(link, start, file);
     let raft =
         openraft::Raft::new(config.node, raft_config(config)?, network::Peers, store, machine)
             .await

@@ -38,6 +38,13 @@ fn snapshot_err(e: impl ToString) -> StorageError {
     StorageIOError::write_snapshot(None, &std::io::Error::other(e.to_string())).into()
 }
 
+/// Runs snapshot file I/O on a blocking thread, off the runtime openraft's tasks share.
+async fn off_runtime<T: Send + 'static>(
+    io: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(io).await.map_err(snapshot_err)?.map_err(snapshot_err)
+}
+
 /// Asks the executor and waits for its answer.
 async fn ask<T>(
     link: &ExecutorLink,
@@ -67,10 +74,7 @@ impl RaftSnapshotBuilder<Raft> for Builder {
         };
         let image = Image { meta: meta.clone(), state };
         let file = self.file.clone();
-        let image = tokio::task::spawn_blocking(move || file.save(&image).map(|()| image))
-            .await
-            .map_err(snapshot_err)?
-            .map_err(snapshot_err)?;
+        let image = off_runtime(move || file.save(&image).map(|()| image)).await?;
         tracing::debug!(index, bytes = image.state.len(), "snapshot saved");
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(image.state)) })
     }
@@ -119,20 +123,14 @@ impl RaftStateMachine<Raft> for StateMachine {
             .map_err(sm_err)?;
         self.position = position;
         let file = self.file.clone();
-        tokio::task::spawn_blocking(move || file.save(&image))
-            .await
-            .map_err(snapshot_err)?
-            .map_err(snapshot_err)?;
+        off_runtime(move || file.save(&image)).await?;
         tracing::info!(index = meta.last_log_id.map_or(0, |id| id.index), "snapshot installed");
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<Raft>>, StorageError> {
         let file = self.file.clone();
-        let image = tokio::task::spawn_blocking(move || file.load())
-            .await
-            .map_err(snapshot_err)?
-            .map_err(snapshot_err)?;
+        let image = off_runtime(move || file.load()).await?;
         Ok(image.map(|image| Snapshot {
             meta: image.meta,
             snapshot: Box::new(Cursor::new(image.state)),
