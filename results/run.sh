@@ -52,7 +52,7 @@ fi
 
 LOADGEN=$ROOT/target/release/loadgen
 # ENGINE_BIN=/path/to/engine runs the suite against another build (e.g. an older commit's).
-ENGINE=${ENGINE_BIN:-$ROOT/target/release/engine}
+ENGINE=${ENGINE_BIN:-$ROOT/target/release/ooblane}
 NAIVE=$ROOT/target/release/naive-qmp
 NPROC=$(nproc)
 PIDS=()

@@ -15,7 +15,7 @@ python3 tests/check_links.py
 
 cargo test --workspace --locked
 
-cargo build -p ooblane -p loadgen --locked
+cargo build -p ooblane-server -p loadgen --locked
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi

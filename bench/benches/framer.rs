@@ -1,6 +1,6 @@
-//! Measures splitting a pipelined byte stream into messages: the engine's framer (the
-//! `FrameCounter` hook runs the real `Framer` over the whole buffer, noting each value's `id`
-//! span as it goes) against the naive byte-at-a-time state machine (`bench::naive`), and, for
+//! Measures splitting a pipelined byte stream into messages: the engine's framer
+//! (`ooblane-wire`'s `Framer`, run over the whole buffer, noting each value's `id` span as it
+//! goes) against the naive byte-at-a-time state machine (`bench::naive`), and, for
 //! scale, serde_json's streaming deserializer (which also validates, so it is an upper bound
 //! on what a "just parse it" framer costs).
 //!
@@ -12,8 +12,8 @@ use std::hint::black_box;
 
 use bench::corpus;
 use bench::naive;
+use bench::wire::count_frames;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ooblane::internals::FrameCounter;
 use serde::de::IgnoredAny;
 
 /// Stream length: big enough to amortise the per-call reset, small enough to stay in cache.
@@ -28,14 +28,15 @@ fn serde_stream(bytes: &[u8]) -> usize {
 
 fn framer(c: &mut Criterion) {
     let (stream, count) = corpus::stream(&corpus::corpus(), STREAM_BYTES);
-    let mut frames = FrameCounter::default();
-    assert_eq!(frames.count(&stream), count, "the engine framer sees every message");
+    assert_eq!(count_frames(&stream), count, "the engine framer sees every message");
     assert_eq!(naive::count_frames(&stream), count, "the naive framer sees every message");
     assert_eq!(serde_stream(&stream), count, "serde_json sees every message");
 
     let mut group = c.benchmark_group("framer");
     group.throughput(Throughput::Bytes(stream.len() as u64));
-    group.bench_function("engine_framer", |b| b.iter(|| black_box(frames.count(&stream))));
+    group.bench_function("engine_framer", |b| {
+        b.iter(|| black_box(count_frames(black_box(&stream))))
+    });
     group.bench_function("naive_byte_loop", |b| {
         b.iter(|| black_box(naive::count_frames(black_box(&stream))));
     });

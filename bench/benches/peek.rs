@@ -16,8 +16,8 @@ use std::borrow::Cow;
 use std::hint::black_box;
 
 use bench::corpus::{self, Dialect, Message};
+use bench::wire::{PADDING, Peek};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use ooblane::internals::{PADDING, Peek};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use simd_json::prelude::*;

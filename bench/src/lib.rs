@@ -5,10 +5,12 @@
 //! - [`corpus`]: the deterministic request corpus (QMP and JSON-RPC, 40 B to 4 KiB).
 //! - [`naive`]: the obvious alternatives that are ours to write (a byte-loop framer, an
 //!   `std::sync::mpsc` executor round trip).
+//! - [`wire`]: the engine's framer and peek, driven through `ooblane-wire`.
 //! - [`criterion()`]: the short measurement settings every benchmark uses.
 
 pub mod corpus;
 pub mod naive;
+pub mod wire;
 
 use std::time::Duration;
 

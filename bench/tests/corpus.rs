@@ -5,7 +5,7 @@
 
 use bench::corpus::{self, Dialect};
 use bench::naive;
-use ooblane::internals::{FrameCounter, PADDING, Peek};
+use bench::wire::{PADDING, Peek, count_frames};
 use serde_json::Value;
 
 #[test]
@@ -34,6 +34,6 @@ fn peek_agrees_with_a_full_parse_on_every_message() {
 #[test]
 fn framers_split_the_stream_into_its_messages() {
     let (stream, count) = corpus::stream(&corpus::corpus(), 1 << 18);
-    assert_eq!(FrameCounter::default().count(&stream), count);
+    assert_eq!(count_frames(&stream), count);
     assert_eq!(naive::count_frames(&stream), count);
 }

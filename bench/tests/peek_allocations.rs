@@ -8,7 +8,7 @@
 //! system allocator and this file needs no `unsafe`.
 
 use bench::corpus::{self, Dialect};
-use ooblane::internals::{PADDING, Peek};
+use bench::wire::{PADDING, Peek};
 
 #[test]
 fn peek_allocates_nothing_per_message_after_warm_up() {

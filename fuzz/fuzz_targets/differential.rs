@@ -1,4 +1,4 @@
-//! Differential: the peek's parse (`Peek::accepts`: simd-json in place plus the duplicate-key
+//! Differential: the peek's parse (`Peeker::parse`: simd-json in place plus the duplicate-key
 //! check) accepts exactly what a full `serde_json` parse that rejects a repeated key in any
 //! object accepts. Each deliberate difference is listed in `expected` with its reason; none
 //! is allowed silently.
@@ -8,8 +8,8 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use ooblane::MAX_DEPTH;
-use ooblane::internals::{PADDING, Peek};
+use ooblane_wire::MAX_DEPTH;
+use ooblane_wire::peek::{PADDING, Peeker};
 use libfuzzer_sys::fuzz_target;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
@@ -125,13 +125,25 @@ fn expected(reference: &Result<u32, serde_json::Error>) -> bool {
 }
 
 thread_local! {
-    static PEEK: std::cell::RefCell<Peek> = std::cell::RefCell::new(Peek::default());
+    static PEEKER: std::cell::RefCell<Peeker> = std::cell::RefCell::new(Peeker::default());
+}
+
+/// Whether the peek's parse (before any classification) accepts `msg[..len]` as one JSON
+/// value without duplicate keys. Modifies `msg`.
+fn accepts(peeker: &mut Peeker, msg: &mut [u8], len: usize) -> bool {
+    match peeker.parse(msg, len) {
+        Ok(tape) => {
+            peeker.recycle(tape);
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
     let mut msg = data.to_vec();
     msg.resize(data.len() + PADDING, 0);
-    let accepted = PEEK.with_borrow_mut(|peek| peek.accepts(&mut msg, data.len()));
+    let accepted = PEEKER.with_borrow_mut(|peeker| accepts(peeker, &mut msg, data.len()));
     if scan_depth(data) > REFERENCE_DEPTH {
         assert!(!accepted, "the peek accepted nesting beyond {REFERENCE_DEPTH}");
         return;

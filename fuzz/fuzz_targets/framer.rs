@@ -1,4 +1,4 @@
-//! The framer (`ooblane::Framer`) over any bytes in any chunking: it never panics, every
+//! The framer (`ooblane_wire::Framer`) over any bytes in any chunking: it never panics, every
 //! frame lies inside the input, after the previous one, with its `id` span inside it, and
 //! (property) framing the frames again, one per line, gives exactly the same frames.
 //!
@@ -7,7 +7,7 @@
 
 #![no_main]
 
-use ooblane::{Framer, Step};
+use ooblane_wire::{Framer, Step};
 use libfuzzer_sys::fuzz_target;
 
 /// A frame as found: its bytes, the id span relative to its start, the depth flag.

@@ -44,7 +44,7 @@ fn names_a_blocking_command(stream: &[u8]) -> bool {
 }
 
 /// A whole reply line. No recursion limit: an echoed `id` may nest as deep as a request
-/// may (`ooblane::MAX_DEPTH`), past serde_json's default of 128.
+/// may (`ooblane_wire::MAX_DEPTH`), past serde_json's default of 128.
 fn parse(text: &[u8]) -> serde_json::Result<serde_json::Value> {
     use serde::Deserialize;
     let mut de = serde_json::Deserializer::from_slice(text);

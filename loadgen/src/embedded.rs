@@ -25,8 +25,9 @@ const EPHEMERAL: &str = "tcp:127.0.0.1:0";
 impl Embedded {
     /// Starts the engine with a listener for `protocol`.
     pub(crate) fn start(protocol: Protocol) -> Result<Embedded, Error> {
-        let address: Address =
-            EPHEMERAL.parse().map_err(|e: ooblane::Error| Error::Engine(e.to_string()))?;
+        let address: Address = EPHEMERAL
+            .parse()
+            .map_err(|e: ooblane_wire::AddressError| Error::Engine(e.to_string()))?;
         let mut config = Config { pin: false, ..Config::default() };
         match protocol {
             Protocol::Qmp => config.qmp = vec![address],

@@ -2,7 +2,7 @@
 //!
 //! Needed because servers differ: QMP ends each message with `\r\n`, OVS JSON-RPC sends
 //! values back to back with no separator. The splitting itself is the engine's streaming
-//! framer (`ooblane::Framer`, counting `{}`/`[]` outside strings); this file owns the read
+//! framer (`ooblane_wire::Framer`, counting `{}`/`[]` outside strings); this file owns the read
 //! buffer around it and reports any top-level value that is not an object or array as
 //! garbage. Owned by one connection on a driver thread; the buffer is reused, so steady state
 //! allocates nothing.
@@ -10,7 +10,7 @@
 use std::io::{self, Read};
 use std::ops::Range;
 
-use ooblane::Step;
+use ooblane_wire::Step;
 
 /// Largest message accepted (replies here are tiny; a server streaming an endless value is
 /// broken, and buffering it forever would hide that).
@@ -35,12 +35,12 @@ pub(crate) struct Framer {
     buf: Vec<u8>,
     /// End of received bytes in `buf`.
     end: usize,
-    splitter: ooblane::Framer,
+    splitter: ooblane_wire::Framer,
 }
 
 impl Default for Framer {
     fn default() -> Self {
-        Framer { buf: Vec::new(), end: 0, splitter: ooblane::Framer::new(MAX_FRAME) }
+        Framer { buf: Vec::new(), end: 0, splitter: ooblane_wire::Framer::new(MAX_FRAME) }
     }
 }
 

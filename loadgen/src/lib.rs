@@ -85,7 +85,7 @@ pub use config::{
 pub use error::Error;
 pub use live::{LiveSnapshot, LiveStats, Phase};
 pub use merge::merge;
-pub use ooblane::Address;
+pub use ooblane_wire::Address;
 pub use output::default_dir;
 pub use plot::Curve;
 pub use recorder::{LaneCounts, RemoteCounts, Verification};

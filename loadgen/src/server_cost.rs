@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 /// the sampler's own reads (a few small files per thread) cost nothing measurable.
 pub(crate) const SAMPLE_PERIOD: Duration = Duration::from_millis(100);
 
-/// Thread-name prefix of the engine's threads (`engine/src/server.rs` names them).
+/// Thread-name prefix of the engine's threads (`engine/core/src/server.rs` names them).
 const ENGINE_THREAD_PREFIX: &str = "engine-";
 
 /// Whose cost is measured.

@@ -5,7 +5,7 @@ run's summary.json).
 
     results/tools/cluster_vs_ovsdb.py results/2026-12-01-cluster [--quick]
 
-Scenarios (release binaries: target/release/engine and loadgen; Debian openvswitch-common):
+Scenarios (release binaries: target/release/ooblane and loadgen; Debian openvswitch-common):
   engine-leader-16, engine-follower-16   counter-add, closed loop 4 connections x depth 16
   ovsdb-leader-16, ovsdb-follower-16     transact insert, the same shape (the issue's anchor)
   engine-leader-256, engine-follower-256 counter-add, 4 x 256 (pipelined: group commit)
@@ -31,7 +31,7 @@ import time
 from engine_proc import negotiated
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ENGINE = os.path.join(ROOT, "target", "release", "engine")
+ENGINE = os.path.join(ROOT, "target", "release", "ooblane")
 LOADGEN = os.path.join(ROOT, "target", "release", "loadgen")
 DB = "lg"
 SCHEMA = {"name": DB, "version": "1.0.0", "tables": {"T": {"columns": {"n": {"type": "integer"}}}}}

@@ -9,7 +9,7 @@ NEGOTIATE = b'{"execute":"qmp_capabilities","arguments":{"enable":["oob"]}}'
 
 
 def start_engine(engine, flags, stderr=subprocess.DEVNULL, env=None):
-    """`engine --qmp tcp:127.0.0.1:0 FLAGS...`; returns (process, port) once it listens."""
+    """`ooblane --qmp tcp:127.0.0.1:0 FLAGS...`; returns (process, port) once it listens."""
     proc = subprocess.Popen([engine, "--qmp", "tcp:127.0.0.1:0", *flags],
                             stdout=subprocess.PIPE, stderr=stderr, env=env)
     port = int(proc.stdout.readline().decode().strip().rsplit(":", 1)[1])

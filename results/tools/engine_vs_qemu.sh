@@ -21,7 +21,7 @@ run() { echo "$*" >>"$out/commands.txt"; "$@"; }
 } >"$out/machine.txt"
 # Background servers are logged, then started directly, so that `$!` is the server itself
 # (a backgrounded `run` would be a subshell, and the trap would kill only that).
-engine_cmd=(target/release/engine --qmp tcp:127.0.0.1:4490)
+engine_cmd=(target/release/ooblane --qmp tcp:127.0.0.1:4490)
 qemu_cmd=(qemu-system-x86_64 -machine none -nodefaults -display none
     -chardev socket,id=m,host=127.0.0.1,port=4491,server=on,wait=off,nodelay=on
     -mon chardev=m,mode=control)

@@ -5,7 +5,7 @@ attempts holding every greeted one, closes them all, then times how long a new c
 to be served (greeting, then `qmp_capabilities` answered). Prints greeted / refused / silent
 counts, the refusal texts, the recovery time and the engine's warning count.
 
-    results/tools/fd_flood.py target/release/engine [ENGINE FLAGS...]
+    results/tools/fd_flood.py target/release/ooblane [ENGINE FLAGS...]
 
 A client that gets no first line within WAIT seconds (env, default 0.02: a served client
 gets its greeting in well under a millisecond on loopback) counts as silent."""

@@ -11,7 +11,7 @@
 # clients (sigterm_pipeline.py). ONLY=REGEX runs the attacks whose name matches.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=$1 ENGINE=${2:-target/release/engine}
+OUT=$1 ENGINE=${2:-target/release/ooblane}
 mkdir -p "$OUT"
 run() { # name command...
     local name=$1; shift

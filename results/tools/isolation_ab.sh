@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:?usage: isolation_ab.sh OUT_DIR}
 mkdir -p "$out"
-engine=target/release/engine
+engine=target/release/ooblane
 loadgen=target/release/loadgen
 port=4481
 pids=()

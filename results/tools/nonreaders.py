@@ -7,7 +7,7 @@ seconds, polled out of band by a probe), prints the RSS above idle per client an
 engine's own count (`peak-conn`) against the per-connection budget; then every client
 reads everything and the reply counts are checked (every request answered once, in order).
 
-    results/tools/nonreaders.py target/release/engine [ENGINE FLAGS...]
+    results/tools/nonreaders.py target/release/ooblane [ENGINE FLAGS...]
 
 Stdlib only."""
 

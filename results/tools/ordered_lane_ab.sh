@@ -16,7 +16,7 @@ cd "$(dirname "$0")/../.."
 out=${1:?usage: ordered_lane_ab.sh OUT_DIR OLD_ENGINE [REPS]}
 old=${2:?usage: ordered_lane_ab.sh OUT_DIR OLD_ENGINE [REPS]}
 reps=${3:-3}
-new=target/release/engine
+new=target/release/ooblane
 naive=target/release/naive-qmp
 loadgen=target/release/loadgen
 probes=4

@@ -8,7 +8,7 @@ The adds form one total order, so the replies' counter values must be exactly 1.
 replies in all: none missing before the last one seen. Replies lost after the last one
 seen would show as a reset (the kernel discards them only when it sends one), not a FIN.
 
-    results/tools/sigterm_pipeline.py target/release/engine [ENGINE FLAGS...]
+    results/tools/sigterm_pipeline.py target/release/ooblane [ENGINE FLAGS...]
 
 Stdlib only."""
 

@@ -7,7 +7,7 @@ timeout). Meanwhile a probe connects every 5 s and times a served `ping`. Prints
 how many got their error line and then end of stream, and when (seconds after their first
 byte); a connection still open after LIMIT seconds (default 40) counts as held.
 
-    results/tools/slowloris.py target/release/engine [ENGINE FLAGS...]
+    results/tools/slowloris.py target/release/ooblane [ENGINE FLAGS...]
 
 Stdlib only."""
 

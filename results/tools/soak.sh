@@ -18,7 +18,7 @@ cd "$(dirname "$0")/../.."
 ROOT=$PWD
 source results/tools/helpers.sh
 OUT=$1 DURATION=${2:-30m} SAMPLE=${SAMPLE:-2}
-ENGINE=${ENGINE_BIN:-$ROOT/target/release/engine}
+ENGINE=${ENGINE_BIN:-$ROOT/target/release/ooblane}
 LOADGEN=${LOADGEN_BIN:-$ROOT/target/release/loadgen}
 RATES=${RATES:-8000,12000,16000,20000,24000,28000,32000}
 mkdir -p "$OUT"

@@ -6,7 +6,7 @@ it releases the stall, checks that every request fully sent got exactly one repl
 (ids matched one by one, no error), closes the attackers and samples the engine's RSS from
 /proc as it settles. Prints one line per figure.
 
-    results/tools/stall_flood.py N target/release/engine [ENGINE FLAGS...]
+    results/tools/stall_flood.py N target/release/ooblane [ENGINE FLAGS...]
 
 Environment: ENGINE_ENV="K=V K=V" is added to the engine's environment (an allocator via
 LD_PRELOAD, GLIBC_TUNABLES); SNDBUF (default 65536) is each attacker's SO_SNDBUF, so the

@@ -1,6 +1,6 @@
 """Fixtures for the interoperability tests: start the real `engine` binary.
 
-The binary is target/debug/engine (built by `cargo build -p ooblane`, which tests/run.sh
+The binary is target/debug/ooblane (built by `cargo build -p ooblane-server`, which tests/run.sh
 does); override with ENGINE_BIN. Every wait is bounded.
 """
 
@@ -17,7 +17,7 @@ import time
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ENGINE_BIN = os.environ.get("ENGINE_BIN", os.path.join(ROOT, "target", "debug", "engine"))
+ENGINE_BIN = os.environ.get("ENGINE_BIN", os.path.join(ROOT, "target", "debug", "ooblane"))
 
 STARTUP_TIMEOUT = 10.0
 STOP_TIMEOUT = 15.0  # > the engine's default --drain-timeout (5 s)
@@ -65,7 +65,7 @@ class Engine:
         self.metrics = None  # (host, port) of the Prometheus endpoint, with metrics=True
         self.returncode = None
         if not os.access(ENGINE_BIN, os.X_OK):
-            pytest.fail("engine binary not found at %s (run `cargo build -p ooblane`)" % ENGINE_BIN)
+            pytest.fail("engine binary not found at %s (run `cargo build -p ooblane-server`)" % ENGINE_BIN)
         self._stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(
             self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._stderr,

@@ -28,7 +28,7 @@ applied one by one, so the calls (and every in-band request behind them) waited 
 engine now fails such calls with "outcome unknown" when it installs a snapshot; the test
 accepts those replies and checks the accounting as everywhere else.
 
-The engine is target/debug/engine (or $ENGINE_BIN),
+The engine is target/debug/ooblane (or $ENGINE_BIN),
 loadgen target/debug/loadgen (or $LOADGEN_BIN). Every wait is bounded; every process is
 killed at teardown.
 """

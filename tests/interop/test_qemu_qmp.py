@@ -30,7 +30,7 @@ def test_connect_negotiates_oob_and_query_version(engine, transport):
             assert caps == ["oob"]
             version = greeting._raw["QMP"]["version"]
             assert version == {"qemu": {"micro": 0, "minor": 1, "major": 0},
-                               "package": "engine 0.1.0"}
+                               "package": "ooblane 0.1.0"}
             assert await asyncio.wait_for(client.execute("query-version"), T) == version
             # qemu.qmp enables every capability the greeting offers; exec-oob only
             # works once "oob" was negotiated, so this proves the negotiation.

@@ -28,7 +28,7 @@ SCRIPT = "\n".join([
     "work us=1",
 ]) + "\n"
 
-VERSION = {"qemu": {"micro": 0, "minor": 1, "major": 0}, "package": "engine 0.1.0"}
+VERSION = {"qemu": {"micro": 0, "minor": 1, "major": 0}, "package": "ooblane 0.1.0"}
 
 
 def run_shell(address, home):

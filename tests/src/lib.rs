@@ -8,7 +8,8 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ooblane::{Address, Config, ServerHandle};
+use ooblane::{Address, Config, ReplicatedLog, ServerHandle};
+use ooblane_server::metrics::MetricsEndpoint;
 use serde_json::{Value, json};
 
 /// How long any single read waits before the test fails. Generous: CI machines are shared
@@ -22,6 +23,8 @@ pub struct TestServer {
     pub handle: Option<ServerHandle>,
     /// The first QMP address (TCP, or the Unix socket if only that was asked).
     pub addr: Address,
+    /// The Prometheus endpoint, when started with [`start_server_with_metrics`].
+    pub metrics: Option<MetricsEndpoint>,
 }
 
 impl TestServer {
@@ -35,6 +38,11 @@ impl TestServer {
     /// The running server's handle.
     pub fn handle(&self) -> &ServerHandle {
         self.handle.as_ref().expect("server running")
+    }
+
+    /// The bound Prometheus endpoint.
+    pub fn metrics_addr(&self) -> std::net::SocketAddr {
+        self.metrics.as_ref().expect("started with metrics").addr()
     }
 }
 
@@ -72,14 +80,31 @@ pub fn start_jsonrpc_server_with(mut config: Config) -> TestServer {
     config.jsonrpc = std::mem::take(&mut config.qmp);
     let handle = ooblane::Server::start(config, ooblane::demo::registry()).expect("server starts");
     let addr = handle.jsonrpc_addrs()[0].clone();
-    TestServer { handle: Some(handle), addr }
+    TestServer { handle: Some(handle), addr, metrics: None }
 }
 
 /// Starts the demo engine with `config`.
 pub fn start_server_with(config: Config) -> TestServer {
     let handle = ooblane::Server::start(config, ooblane::demo::registry()).expect("server starts");
     let addr = handle.qmp_addrs()[0].clone();
-    TestServer { handle: Some(handle), addr }
+    TestServer { handle: Some(handle), addr, metrics: None }
+}
+
+/// Starts the demo engine with `config` and a Prometheus endpoint on 127.0.0.1 port 0.
+pub fn start_server_with_metrics(config: Config) -> TestServer {
+    let mut server = start_server_with(config);
+    let address = "tcp:127.0.0.1:0".parse().expect("valid address");
+    let stats = server.handle().stats_source();
+    server.metrics = Some(MetricsEndpoint::start(&address, stats).expect("metrics start"));
+    server
+}
+
+/// Starts the demo engine with `config`, its replicated commands going through `log`.
+pub fn start_replicated_with(config: Config, log: impl ReplicatedLog + 'static) -> TestServer {
+    let handle = ooblane::Server::start_replicated(config, ooblane::demo::registry(), log)
+        .expect("server starts");
+    let addr = handle.qmp_addrs()[0].clone();
+    TestServer { handle: Some(handle), addr, metrics: None }
 }
 
 /// A fresh path for a Unix socket in the temp directory.

@@ -1,12 +1,13 @@
-//! The durable single node (`Config::replication`, `engine --data`): replicated commands
+//! The durable single node (`ooblane_raft::RaftLog`, `ooblane --data`): replicated commands
 //! survive a restart (snapshot plus log replay), local in-band commands wait for the
 //! replicated ones received before them, and `query-cluster` reports the log.
 
 use std::path::PathBuf;
 
-use ooblane::{Config, Error, NoArgs, Registry, Replication, Server};
+use ooblane::{Error, NoArgs, Registry, Server};
+use ooblane_raft::{RaftConfig, RaftLog};
 use serde_json::{Value, json};
-use tests::{Client, TestServer, generic_error, start_server, start_server_with, test_config};
+use tests::{Client, TestServer, generic_error, start_replicated_with, start_server, test_config};
 
 /// A fresh data directory, removed on drop.
 struct DataDir(PathBuf);
@@ -27,8 +28,8 @@ impl Drop for DataDir {
 }
 
 fn durable(dir: &DataDir, snapshot_every: u64) -> TestServer {
-    let replication = Replication { snapshot_every, ..Replication::durable(&dir.0) };
-    start_server_with(Config { replication: Some(replication), ..test_config() })
+    let raft = RaftConfig { snapshot_every, ..RaftConfig::durable(&dir.0) };
+    start_replicated_with(test_config(), RaftLog::new(raft))
 }
 
 fn add(id: u64) -> String {
@@ -77,8 +78,8 @@ fn durable_and_cluster_modes_need_a_snapshot_form() {
         *exec.state() += 1;
         Ok(*exec.state())
     });
-    let config = Config { replication: Some(Replication::durable(&dir.0)), ..test_config() };
-    match Server::start(config, registry) {
+    let log = RaftLog::new(RaftConfig::durable(&dir.0));
+    match Server::start_replicated(test_config(), registry, log) {
         Err(Error::Config(why)) => assert!(why.contains("Registry::snapshots"), "{why}"),
         other => panic!("expected a configuration error, got {other:?}"),
     }

@@ -91,7 +91,7 @@ fn a_client_that_does_not_read_pauses_only_itself_and_loses_nothing() {
     for i in 0..N {
         let reply = lazy.recv();
         assert_eq!(reply["id"], json!(i));
-        assert_eq!(reply["return"]["package"], "engine 0.1.0");
+        assert_eq!(reply["return"]["package"], "ooblane 0.1.0");
     }
     writer.join().unwrap();
 }

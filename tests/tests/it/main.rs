@@ -1,5 +1,5 @@
-//! Integration tests over real sockets against in-process engines (the `engine` binary has
-//! its own test in `engine/tests/binary.rs`, where Cargo builds the binary for it).
+//! Integration tests over real sockets against in-process engines (the `ooblane` binary has
+//! its own test in `engine/server/tests/binary.rs`, where Cargo builds the binary for it).
 //! One test binary; one module per concern. Every read has a timeout (`tests::READ_TIMEOUT`);
 //! nothing sleeps to let things settle: order is forced with `stall`/`release` and OOB probes.
 

@@ -8,8 +8,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use ooblane_server::metrics::MetricsEndpoint;
 use serde_json::json;
-use tests::{Client, READ_TIMEOUT, start_server_with, test_config};
+use tests::{Client, READ_TIMEOUT, start_server_with, start_server_with_metrics, test_config};
 
 /// One HTTP/1.1 GET; returns the status line, the headers (lower-cased names) and the body.
 fn http_get(addr: SocketAddr, path: &str) -> (String, HashMap<String, String>, String) {
@@ -57,9 +58,8 @@ fn scrape_after_jobs(addr: SocketAddr, jobs: f64) -> HashMap<String, f64> {
 fn a_scrape_returns_the_exact_counts_of_what_was_sent() {
     let mut config = test_config();
     config.jsonrpc = vec!["tcp:127.0.0.1:0".parse().unwrap()];
-    config.metrics = Some("tcp:127.0.0.1:0".parse().unwrap());
-    let server = start_server_with(config);
-    let metrics = server.handle().metrics_addr().expect("metrics bound");
+    let server = start_server_with_metrics(config);
+    let metrics = server.metrics_addr();
     let mut qmp = Client::negotiated(&server.addr);
     let mut rpc = Client::jsonrpc(&server.handle().jsonrpc_addrs()[0]);
 
@@ -125,10 +125,8 @@ fn a_scrape_returns_the_exact_counts_of_what_was_sent() {
 
 #[test]
 fn the_endpoint_speaks_openmetrics_and_answers_404_elsewhere() {
-    let mut config = test_config();
-    config.metrics = Some("tcp:127.0.0.1:0".parse().unwrap());
-    let server = start_server_with(config);
-    let metrics = server.handle().metrics_addr().unwrap();
+    let server = start_server_with_metrics(test_config());
+    let metrics = server.metrics_addr();
     let (status, headers, body) = http_get(metrics, "/metrics");
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert_eq!(
@@ -143,12 +141,10 @@ fn the_endpoint_speaks_openmetrics_and_answers_404_elsewhere() {
 }
 
 #[test]
-fn metrics_need_a_tcp_address_and_are_off_by_default() {
+fn metrics_need_a_tcp_address() {
     let server = start_server_with(test_config());
-    assert_eq!(server.handle().metrics_addr(), None);
-    let mut config = test_config();
-    config.metrics = Some("unix:/tmp/engine-metrics-never.sock".parse().unwrap());
-    let err = ooblane::Server::start(config, ooblane::demo::registry()).unwrap_err();
+    let unix = "unix:/tmp/engine-metrics-never.sock".parse().unwrap();
+    let err = MetricsEndpoint::start(&unix, server.handle().stats_source()).unwrap_err();
     assert_eq!(err.to_string(), "invalid configuration: the metrics endpoint needs a tcp: address");
 }
 
@@ -185,8 +181,8 @@ fn pause_behind_a_stall(
     reason: &str,
     check: impl Fn(&HashMap<String, f64>, &serde_json::Value),
 ) {
-    let server = start_server_with(config);
-    let metrics = server.handle().metrics_addr().expect("metrics bound");
+    let server = start_server_with_metrics(config);
+    let metrics = server.metrics_addr();
     let mut staller = Client::negotiated(&server.addr);
     let mut probe = Client::negotiated(&server.addr);
     staller.send(r#"{"execute":"stall","id":"s"}"#);
@@ -229,7 +225,6 @@ fn pause_behind_a_stall(
 fn a_connection_over_its_budget_shows_as_paused_for_its_own_reason() {
     const BUDGET: usize = 64 * 1024;
     let mut config = test_config();
-    config.metrics = Some("tcp:127.0.0.1:0".parse().unwrap());
     config.limits.max_message_bytes = 16 * 1024;
     config.limits.conn_budget_bytes = BUDGET;
     config.limits.memory_limit_bytes = 64 << 20;
@@ -253,7 +248,6 @@ fn a_connection_over_its_budget_shows_as_paused_for_its_own_reason() {
 fn connections_over_their_share_of_the_memory_limit_show_as_paused_for_it() {
     const LIMIT: usize = 256 * 1024;
     let mut config = test_config();
-    config.metrics = Some("tcp:127.0.0.1:0".parse().unwrap());
     config.limits.memory_limit_bytes = LIMIT;
     // Three connections of 3,000 requests of 50 bytes, 160 more each once parked: seven
     // limits, each far from its own 4 MiB budget.

@@ -18,7 +18,7 @@ fn server_with_panicking_commands() -> TestServer {
         });
     let handle = ooblane::Server::start(test_config(), registry).expect("server starts");
     let addr = handle.qmp_addrs()[0].clone();
-    TestServer { handle: Some(handle), addr }
+    TestServer { handle: Some(handle), addr, metrics: None }
 }
 
 #[test]

@@ -10,7 +10,7 @@ fn greeting_is_exact() {
     let line = client.recv_line();
     assert_eq!(
         line,
-        r#"{"QMP":{"version":{"qemu":{"micro":0,"minor":1,"major":0},"package":"engine 0.1.0"},"capabilities":["oob"]}}"#
+        r#"{"QMP":{"version":{"qemu":{"micro":0,"minor":1,"major":0},"package":"ooblane 0.1.0"},"capabilities":["oob"]}}"#
     );
 }
 
@@ -33,7 +33,7 @@ fn commands_before_negotiation_are_refused_then_negotiation_succeeds() {
         json!({"return": {}, "id": 3})
     );
     let version = client.request(r#"{"execute":"query-version","id":4}"#);
-    assert_eq!(version["return"]["package"], "engine 0.1.0");
+    assert_eq!(version["return"]["package"], "ooblane 0.1.0");
     assert_eq!(version["id"], 4);
 }
 

@@ -1,0 +1,175 @@
+//! A durable, Raft-replicated in-band log for the ooblane dispatcher: the backend of its
+//! replication port ([`ooblane::replication`]), built on openraft with a redb log.
+//!
+//! `--data DIR` makes every replicated in-band command durable before its reply leaves;
+//! `--cluster` replicates it over Raft to a static set of members, each applying every
+//! committed command in the same order. A durable single node is a cluster of one.
+//!
+//! ```text
+//!  executor ── ToLog::Propose ──► proposer (tokio): leader? append : forward to the leader
+//!     ▲                                        │
+//!     │                      openraft: replicate, fsync (redb), commit
+//!     │                                        │
+//!     └── ToExecutor::Apply (in log order) ◄── state machine (the executor, through its
+//!                                              job queue); snapshots taken and installed there
+//! ```
+//!
+//! The executor stays the only owner of the state. OOB commands never wait for any of this.
+//! See `docs/cluster.md` in the repository for what a client sees.
+//!
+//! # Layout
+//!
+//! In reading order, leaves first: each module imports only modules listed before it.
+//! - `config`: [`RaftConfig`], plain data.
+//! - `entry`: what the log holds (the core's proposals) and openraft's type configuration.
+//! - `snapshot`: the snapshot file, replaced atomically.
+//! - `status`: `query-cluster`'s view, refreshed from openraft's metrics.
+//! - `log_store`: the durable log in one redb file, with its writer thread.
+//! - `state_machine`: openraft's state machine, which is the executor.
+//! - `network`: member-to-member framing and openraft's RPC client.
+//! - `proposer`: routes this member's proposals to the leader (its own Raft, or forwarded).
+//! - `serve`: this member's side of the member connections.
+//! - `boot`: openraft's configuration, creation, first formation, replay.
+
+mod boot;
+mod config;
+mod entry;
+mod log_store;
+mod network;
+mod proposer;
+mod serve;
+mod snapshot;
+mod state_machine;
+mod status;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use entry::Proposal;
+use ooblane::Error;
+use ooblane::replication::{
+    ExecutorLink, LogLink, Opened, Origin, Position, ReplicatedLog, RunningLog, ToLog,
+};
+use state_machine::Applied;
+use status::StatusCell;
+use tokio::sync::mpsc;
+
+pub use config::RaftConfig;
+
+/// A member's replicated log: hand it to `ooblane::Server::start_replicated`.
+#[derive(Debug)]
+pub struct RaftLog {
+    config: RaftConfig,
+    /// Set by `open`: where the executor starts, and the executor's proposals.
+    opened: Option<(Applied, mpsc::UnboundedReceiver<Proposal>)>,
+    status: Arc<StatusCell>,
+}
+
+impl RaftLog {
+    /// The log of the member `config` describes; nothing is touched before the server opens it.
+    pub fn new(config: RaftConfig) -> RaftLog {
+        let status = Arc::new(StatusCell::new(config.node));
+        RaftLog { config, opened: None, status }
+    }
+}
+
+impl ReplicatedLog for RaftLog {
+    fn open(&mut self) -> Result<Opened, Error> {
+        let config = &self.config;
+        config.validate()?;
+        std::fs::create_dir_all(&config.data).map_err(|e| {
+            Error::Config(format!(
+                "cannot create the data directory {}: {e}",
+                config.data.display()
+            ))
+        })?;
+        let image = snapshot::SnapshotFile::new(&config.data).load().map_err(|e| {
+            Error::Config(format!("cannot read the snapshot in {}: {e}", config.data.display()))
+        })?;
+        let start = image.as_ref().map(|s| Applied::of_snapshot(&s.meta)).unwrap_or_default();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let log: LogLink = Arc::new(move |message| match message {
+            ToLog::Propose(proposal) => {
+                tx.send(proposal).map_err(|refused| ToLog::Propose(refused.0))
+            }
+        });
+        let status = Arc::clone(&self.status);
+        let opened = Opened {
+            snapshot: image.map(|s| s.state),
+            position: Position::new(start.clone()),
+            origin: Origin { node: config.node, run: run_number() },
+            log,
+            status: Arc::new(move || status.get()),
+        };
+        self.opened = Some((start, rx));
+        Ok(opened)
+    }
+
+    fn start(self: Box<Self>, executor: ExecutorLink) -> Result<Box<dyn RunningLog>, Error> {
+        let RaftLog { config, opened, status } = *self;
+        let (start, proposals) = opened.ok_or_else(|| {
+            Error::Config("the replicated log was started before it was opened".into())
+        })?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("engine-raft")
+            .enable_all()
+            .build()
+            .map_err(Error::Start)?;
+        let listener = match config.members.get(&config.node) {
+            Some(addr) => Some(runtime.block_on(boot::bind(*addr))?),
+            None => None,
+        };
+        let raft = runtime.block_on(boot::boot(&config, start, executor.clone()))?;
+        if !config.clustered() {
+            runtime.block_on(boot::replayed(&raft));
+        }
+        let peers: HashMap<u64, SocketAddr> = config.members.clone().into_iter().collect();
+        runtime.spawn(proposer::run(raft.clone(), config.node, peers, executor, proposals));
+        runtime.spawn(status::follow(raft.clone(), status));
+        if let Some(listener) = listener {
+            runtime.spawn(serve::listen(listener, raft.clone(), config.node));
+        }
+        tracing::info!(
+            node = config.node,
+            members = config.members.len().max(1),
+            data = %config.data.display(),
+            "replicated log started"
+        );
+        Ok(Box::new(Running { runtime: Some(runtime), raft }))
+    }
+}
+
+/// A number that differs at every start of a member (nanoseconds since the epoch).
+fn run_number() -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    now.map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The running log; dropping it stops Raft.
+struct Running {
+    runtime: Option<tokio::runtime::Runtime>,
+    raft: openraft::Raft<entry::Raft>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RaftLog(running)")
+    }
+}
+
+impl RunningLog for Running {}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            let raft = self.raft.clone();
+            let _ = runtime.block_on(async move {
+                tokio::time::timeout(Duration::from_secs(2), raft.shutdown()).await
+            });
+            runtime.shutdown_timeout(Duration::from_millis(500));
+        }
+    }
+}
