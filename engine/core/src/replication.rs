@@ -237,9 +237,8 @@ pub struct ClusterStatus {
     /// The last index in this member's log.
     #[serde(rename = "last-log")]
     pub last_log: Option<u64>,
-    /// The highest index known committed: on the leader, the one a majority holds; on a
-    /// follower, the applied index (it applies only committed entries, so at least this much
-    /// is committed).
+    /// The highest index this member knows committed (on a follower it may lag the leader's
+    /// by a heartbeat).
     pub commit: Option<u64>,
     /// The last index applied to this member's state.
     pub applied: Option<u64>,

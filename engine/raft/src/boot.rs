@@ -8,12 +8,15 @@ use std::time::Duration;
 
 use ooblane::replication::ExecutorLink;
 use ooblane::{Address, Error};
+use openraft::async_runtime::WatchReceiver;
 use openraft::{BasicNode, SnapshotPolicy};
 
 use crate::config::RaftConfig;
-use crate::entry::Raft;
+use crate::entry::Node;
+use crate::log_store::{LogStore, Writer};
+use crate::reach::Reach;
 use crate::state_machine::{Applied, StateMachine};
-use crate::{log_store, network, snapshot};
+use crate::{network, snapshot};
 
 /// Binds the member-to-member listener.
 pub(crate) async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
@@ -31,18 +34,37 @@ pub(crate) async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Er
     tokio::net::TcpListener::from_std(socket.into()).map_err(fail)
 }
 
-/// openraft's timing: a new leader within about a second of a leader's loss. openraft gives
-/// each append RPC one heartbeat interval to complete (the follower's fsync included), so
-/// an append carries at most `max_payload_entries` entries of at most
-/// [`MAX_PROPOSAL`](ooblane::replication::MAX_PROPOSAL) commands: about 1 MiB of JSON.
-/// (With 1,024 entries per append, appends under full load took longer than that, timed
-/// out for good, and the cluster lost its leader.)
+/// openraft's timing and policies.
+///
+/// - **Failover within about a second**: a follower that stops hearing from its leader waits
+///   out the leader lease (`election_timeout_max`, 600 ms) plus one election timeout (300 to
+///   600 ms) before it campaigns, so a new leader exists 0.9 to 1.2 s after the last
+///   heartbeat. (With 600 to 1,200 ms, failover after a pause took 2.0 to 2.4 s.)
+/// - **Pre-vote**: a member that cannot win (cut off, or with a stale log) asks first and
+///   never raises its term, so it cannot make a healthy leader step down when it comes back,
+///   and a member with a shorter log waits longer before campaigning (openraft's
+///   `smaller_log_timeout`): after a heal, the up-to-date member wins at once.
+/// - **Check-quorum**: a leader that no quorum has acknowledged for a lease refuses new
+///   writes ("not executed"), so a partitioned leader stops accepting within 600 ms.
+/// - **Replication while the leader's fsync runs** (`broadcast_submitted_on_append`): the
+///   leader sends an append to the followers as soon as it is handed to its log writer, so
+///   the two fsyncs a commit needs run in parallel, not in series.
+/// - openraft gives each append RPC one heartbeat interval (100 ms) to complete, the
+///   follower's fsync included, so an append carries at most `max_payload_entries` entries
+///   of at most [`MAX_PROPOSAL`](ooblane::replication::MAX_PROPOSAL) commands: about 1 MiB of
+///   JSON. (With 1,024 entries per append, appends under full load took longer than that,
+///   timed out for good, and the cluster lost its leader.)
 fn raft_config(config: &RaftConfig) -> Result<Arc<openraft::Config>, Error> {
     let raft = openraft::Config {
         cluster_name: "ooblane".into(),
-        heartbeat_interval: 150,
-        election_timeout_min: 600,
-        election_timeout_max: 1200,
+        heartbeat_interval: 100,
+        election_timeout_min: 300,
+        election_timeout_max: 600,
+        enable_pre_vote: Some(true),
+        broadcast_submitted_on_append: Some(true),
+        // A restarted leader campaigns again like anyone else: its state machine is restored
+        // from a snapshot plus the committed log, never trusted as it was.
+        enable_leader_restore: Some(false),
         max_payload_entries: 32,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
         max_in_snapshot_log_to_keep: 1000,
@@ -60,17 +82,19 @@ pub(crate) async fn boot(
     config: &RaftConfig,
     start: Applied,
     link: ExecutorLink,
-) -> Result<openraft::Raft<Raft>, Error> {
-    let store = log_store::LogStore::open(&config.data).map_err(|e| {
+    reach: Arc<Reach>,
+) -> Result<(Node, Writer), Error> {
+    let (store, writer) = LogStore::open(&config.data).map_err(|e| {
         Error::Config(format!("cannot open the log in {}: {e}", config.data.display()))
     })?;
     let file = snapshot::SnapshotFile::new(&config.data);
     let machine = StateMachine::new(link, start, file);
-    let raft =
-        openraft::Raft::new(config.node, raft_config(config)?, network::Peers, store, machine)
-            .await
-            .map_err(|e| Error::Config(format!("raft: {e}")))?;
-    let fatal = |e: openraft::error::Fatal<u64>| Error::Config(format!("raft: {e}"));
+    let peers = network::Peers::new(reach);
+    let raft = Node::new(config.node, raft_config(config)?, peers, store, machine)
+        .await
+        .map_err(|e| Error::Config(format!("raft: {e}")))?;
+    let fatal =
+        |e: openraft::errors::Fatal<crate::entry::Raft>| Error::Config(format!("raft: {e}"));
     if !raft.is_initialized().await.map_err(fatal)? {
         let members: BTreeMap<u64, BasicNode> = if config.clustered() {
             config.members.iter().map(|(id, addr)| (*id, BasicNode::new(addr))).collect()
@@ -82,7 +106,7 @@ pub(crate) async fn boot(
             Err(e) => tracing::debug!(error = %e, "cluster already formed"),
         }
     }
-    Ok(raft)
+    Ok((raft, writer))
 }
 
 /// A durable single node serves no request before its whole log is applied again: Raft
@@ -90,12 +114,12 @@ pub(crate) async fn boot(
 /// itself and committed a new entry (a few hundred milliseconds). Without this wait, a read
 /// right after a restart would miss acknowledged commands. (A cluster member cannot wait:
 /// it learns what is committed from the leader; its reads are allowed to lag.)
-pub(crate) async fn replayed(raft: &openraft::Raft<Raft>) {
+pub(crate) async fn replayed(raft: &Node) {
     let mut metrics = raft.metrics();
     let waiting = async {
         loop {
             {
-                let m = metrics.borrow_and_update();
+                let m = metrics.borrow_watched();
                 let applied = m.last_applied.map(|id| id.index);
                 if m.current_leader == Some(m.id) && applied >= m.last_log_index {
                     return;

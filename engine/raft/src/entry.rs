@@ -2,8 +2,6 @@
 //! tagged with the member run that proposed it, as the core's port defines it), and the
 //! openraft type configuration built on it.
 
-use std::io::Cursor;
-
 pub(crate) use ooblane::replication::Proposal;
 
 openraft::declare_raft_types!(
@@ -17,8 +15,14 @@ openraft::declare_raft_types!(
 );
 
 /// openraft's names for the types of this configuration.
-pub(crate) type LogId = openraft::LogId<u64>;
-pub(crate) type Entry = openraft::Entry<Raft>;
-pub(crate) type StoredMembership = openraft::StoredMembership<u64, openraft::BasicNode>;
-pub(crate) type SnapshotMeta = openraft::SnapshotMeta<u64, openraft::BasicNode>;
-pub(crate) type StorageError = openraft::StorageError<u64>;
+pub(crate) type LogId = openraft::alias::LogIdOf<Raft>;
+pub(crate) type Entry = openraft::alias::EntryOf<Raft>;
+pub(crate) type Vote = openraft::alias::VoteOf<Raft>;
+pub(crate) type StoredMembership = openraft::alias::StoredMembershipOf<Raft>;
+pub(crate) type SnapshotMeta = openraft::alias::SnapshotMetaOf<Raft>;
+/// The snapshot as openraft carries it: the state's bytes.
+pub(crate) type SnapshotData = std::io::Cursor<Vec<u8>>;
+/// A snapshot with its metadata.
+pub(crate) type Snapshot = openraft::alias::SnapshotOf<Raft, SnapshotData>;
+/// This member's Raft: the executor is its state machine.
+pub(crate) type Node = openraft::Raft<Raft, crate::state_machine::StateMachine>;

@@ -24,6 +24,7 @@
 //! - `entry`: what the log holds (the core's proposals) and openraft's type configuration.
 //! - `snapshot`: the snapshot file, replaced atomically.
 //! - `status`: `query-cluster`'s view, refreshed from openraft's metrics.
+//! - `reach`: which members this member has heard from lately (is it cut off?).
 //! - `log_store`: the durable log in one redb file, with its writer thread.
 //! - `state_machine`: openraft's state machine, which is the executor.
 //! - `network`: member-to-member framing and openraft's RPC client.
@@ -34,9 +35,11 @@
 mod boot;
 mod config;
 mod entry;
+mod forwarder;
 mod log_store;
 mod network;
 mod proposer;
+mod reach;
 mod serve;
 mod snapshot;
 mod state_machine;
@@ -47,16 +50,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use entry::Proposal;
 use ooblane::Error;
 use ooblane::replication::{
     ExecutorLink, LogLink, Opened, Origin, Position, ReplicatedLog, RunningLog, ToLog,
 };
-use state_machine::Applied;
-use status::StatusCell;
 use tokio::sync::mpsc;
 
-pub use config::RaftConfig;
+use crate::entry::Proposal;
+use crate::proposer::Proposer;
+use crate::reach::Reach;
+use crate::state_machine::Applied;
+use crate::status::StatusCell;
+
+pub use crate::config::RaftConfig;
 
 /// A member's replicated log: hand it to `ooblane::Server::start_replicated`.
 #[derive(Debug)]
@@ -122,15 +128,20 @@ impl ReplicatedLog for RaftLog {
             Some(addr) => Some(runtime.block_on(boot::bind(*addr))?),
             None => None,
         };
-        let raft = runtime.block_on(boot::boot(&config, start, executor.clone()))?;
+        let reach = Arc::new(Reach::new());
+        let booting = boot::boot(&config, start, executor.clone(), Arc::clone(&reach));
+        let (raft, writer) = runtime.block_on(booting)?;
         if !config.clustered() {
             runtime.block_on(boot::replayed(&raft));
         }
         let peers: HashMap<u64, SocketAddr> = config.members.clone().into_iter().collect();
-        runtime.spawn(proposer::run(raft.clone(), config.node, peers, executor, proposals));
+        let proposer =
+            Proposer::new(raft.clone(), config.node, peers, executor, Arc::clone(&reach));
+        runtime.spawn(proposer.run(proposals));
         runtime.spawn(status::follow(raft.clone(), status));
         if let Some(listener) = listener {
-            runtime.spawn(serve::listen(listener, raft.clone(), config.node));
+            let member = serve::Member { raft: raft.clone(), me: config.node, reach };
+            runtime.spawn(serve::listen(listener, member));
         }
         tracing::info!(
             node = config.node,
@@ -138,7 +149,7 @@ impl ReplicatedLog for RaftLog {
             data = %config.data.display(),
             "replicated log started"
         );
-        Ok(Box::new(Running { runtime: Some(runtime), raft }))
+        Ok(Box::new(Running { runtime: Some(runtime), raft, writer: Some(writer) }))
     }
 }
 
@@ -148,10 +159,11 @@ fn run_number() -> u64 {
     now.map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// The running log; dropping it stops Raft.
+/// The running log; dropping it stops Raft, then waits for the log file to be closed.
 struct Running {
     runtime: Option<tokio::runtime::Runtime>,
-    raft: openraft::Raft<entry::Raft>,
+    raft: entry::Node,
+    writer: Option<log_store::Writer>,
 }
 
 impl std::fmt::Debug for Running {
@@ -170,6 +182,9 @@ impl Drop for Running {
                 tokio::time::timeout(Duration::from_secs(2), raft.shutdown()).await
             });
             runtime.shutdown_timeout(Duration::from_millis(500));
+        }
+        if let Some(writer) = self.writer.take() {
+            writer.join();
         }
     }
 }

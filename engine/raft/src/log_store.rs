@@ -5,28 +5,28 @@
 //! runtime: `append` puts the entries in `unflushed`, where readers find them at once, and
 //! hands them to the writer, which commits every append waiting at once in one redb
 //! transaction with `Durability::Immediate` (one fsync) and only then tells openraft they
-//! are durable (`LogFlushed`), so a reply never leaves before its command is on disk. (openraft
-//! 0.9's core waits for that callback before it goes on, so appends do not overlap; group
-//! commit comes from entries carrying many commands.) The committed mark and purges ride
-//! along with the next transaction; truncating first waits for the writer to catch up.
-
-// openraft's `StorageError` is what its traits return; boxing it here would only move the
-// allocation to every caller.
-#![allow(clippy::result_large_err)]
+//! are durable (`IOFlushed`), so a reply never leaves before its command is on disk.
+//! openraft's core does not wait for that callback: it goes on submitting appends (and, on
+//! the leader, replicating them) while the fsync runs, so appends that arrive meanwhile share
+//! the next fsync (group commit). The committed mark and purges ride along with the next
+//! transaction; truncating first waits for the writer to catch up.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
+use std::io;
 use std::ops::RangeBounds;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{RaftLogReader, StorageIOError, Vote};
+use openraft::OptionalSend;
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use parking_lot::Mutex;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::entry::{Entry, LogId, Raft, StorageError};
+use crate::entry::{Entry, LogId, Raft, Vote};
 
 /// Entries by index, each as JSON.
 const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
@@ -40,7 +40,7 @@ type Unflushed = Arc<Mutex<BTreeMap<u64, Entry>>>;
 enum Write {
     Append {
         entries: Vec<Entry>,
-        done: LogFlushed<Raft>,
+        done: IOFlushed<Raft>,
     },
     /// The committed log id, kept for a faster restart (not needed for safety: it is
     /// written with the next append's transaction, never on its own).
@@ -65,112 +65,139 @@ impl std::fmt::Debug for LogStore {
     }
 }
 
-fn write_err(e: impl std::error::Error + 'static) -> StorageError {
-    StorageIOError::write_logs(&e).into()
+fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
 }
 
-fn read_err(e: impl std::error::Error + 'static) -> StorageError {
-    StorageIOError::read_logs(&e).into()
+fn stopped() -> io::Error {
+    io::Error::other("the log writer has stopped")
+}
+
+/// The writer thread, joined once every handle to the log is gone.
+#[derive(Debug)]
+pub(crate) struct Writer(Option<JoinHandle<()>>);
+
+impl Writer {
+    /// How long a stop waits for the writer to commit what it has and close the file.
+    const STOP_PATIENCE: Duration = Duration::from_secs(2);
+
+    /// Waits (bounded) until the writer has exited and the file is closed, so the same
+    /// directory can be opened again at once (redb locks the file while it is open).
+    pub(crate) fn join(mut self) {
+        let Some(thread) = self.0.take() else { return };
+        let deadline = Instant::now() + Self::STOP_PATIENCE;
+        while !thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if thread.is_finished() {
+            let _ = thread.join();
+        } else {
+            tracing::warn!("the log writer did not stop within 2 s");
+        }
+    }
 }
 
 impl LogStore {
-    /// Opens (or creates) the log in `dir` and starts its writer thread.
-    pub(crate) fn open(dir: &Path) -> std::io::Result<LogStore> {
-        let db = Database::create(dir.join("log.redb")).map_err(std::io::Error::other)?;
+    /// Opens (or creates) the log in `dir` and starts its writer thread, which exits once
+    /// the last clone of the store is dropped.
+    pub(crate) fn open(dir: &Path) -> io::Result<(LogStore, Writer)> {
+        let db = Database::create(dir.join("log.redb")).map_err(io::Error::other)?;
         let db = Arc::new(db);
         let unflushed = Unflushed::default();
         let (writer, queue) = std::sync::mpsc::channel();
         let (file, pending) = (Arc::clone(&db), Arc::clone(&unflushed));
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("engine-raft-log".into())
             .spawn(move || write_appends(&file, &pending, &queue))?;
-        Ok(LogStore { db, unflushed, writer })
+        Ok((LogStore { db, unflushed, writer }, Writer(Some(thread))))
     }
 
     /// Waits until every append handed to the writer so far is committed.
-    async fn caught_up(&self) -> Result<(), StorageError> {
+    async fn caught_up(&self) -> io::Result<()> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let stopped = || write_err(std::io::Error::other("the log writer has stopped"));
         self.writer.send(Write::Barrier(tx)).map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())
     }
 
-    fn meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
-        let txn = self.db.begin_read().map_err(read_err)?;
+    fn meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> io::Result<Option<T>> {
+        let txn = self.db.begin_read().map_err(io_err)?;
         let table = match txn.open_table(META) {
             Ok(table) => table,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(read_err(e)),
+            Err(e) => return Err(io_err(e)),
         };
-        let Some(value) = table.get(key).map_err(read_err)? else { return Ok(None) };
-        serde_json::from_slice(value.value()).map(Some).map_err(read_err)
+        let Some(value) = table.get(key).map_err(io_err)? else { return Ok(None) };
+        serde_json::from_slice(value.value()).map(Some).map_err(io_err)
     }
 
-    fn set_meta<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<(), StorageError> {
-        let bytes = serde_json::to_vec(value).map_err(write_err)?;
-        let txn = self.db.begin_write().map_err(write_err)?;
-        txn.open_table(META)
-            .map_err(write_err)?
-            .insert(key, bytes.as_slice())
-            .map_err(write_err)?;
-        txn.commit().map_err(write_err)
+    fn set_meta<T: serde::Serialize>(&self, key: &str, value: &T) -> io::Result<()> {
+        let bytes = serde_json::to_vec(value).map_err(io_err)?;
+        let txn = self.db.begin_write().map_err(io_err)?;
+        txn.open_table(META).map_err(io_err)?.insert(key, bytes.as_slice()).map_err(io_err)?;
+        txn.commit().map_err(io_err)
     }
 
     /// Removes the entries from `index` on (a conflicting suffix), durably.
-    fn truncate_from(&self, index: u64) -> Result<(), StorageError> {
-        let txn = self.db.begin_write().map_err(write_err)?;
+    fn truncate_from(&self, index: u64) -> io::Result<()> {
+        let txn = self.db.begin_write().map_err(io_err)?;
         {
-            let mut entries = txn.open_table(ENTRIES).map_err(write_err)?;
-            entries.retain_in::<u64, _>(index.., |_, _| false).map_err(write_err)?;
+            let mut entries = txn.open_table(ENTRIES).map_err(io_err)?;
+            entries.retain_in::<u64, _>(index.., |_, _| false).map_err(io_err)?;
         }
-        txn.commit().map_err(write_err)
+        txn.commit().map_err(io_err)
     }
 }
 
 impl RaftLogReader<Raft> for LogStore {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+    /// Reads the entries appended and not yet committed to the file *before* opening the
+    /// read transaction: the writer removes an entry from `unflushed` only after committing
+    /// it, so each entry is in one or the other (read in the other order, an entry committed
+    /// in between would be in neither, and the range would have a hole).
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry>, StorageError> {
-        let txn = self.db.begin_read().map_err(read_err)?;
-        let entries = match txn.open_table(ENTRIES) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => {
-                let unflushed = self.unflushed.lock();
-                let bounds = (range.start_bound().cloned(), range.end_bound().cloned());
-                return Ok(unflushed.range(bounds).map(|(_, e)| e.clone()).collect());
-            }
-            Err(e) => return Err(read_err(e)),
-        };
+    ) -> io::Result<Vec<Entry>> {
         let bounds = (range.start_bound().cloned(), range.end_bound().cloned());
+        let pending: Vec<(u64, Entry)> =
+            self.unflushed.lock().range(bounds).map(|(i, e)| (*i, e.clone())).collect();
         let mut found: BTreeMap<u64, Entry> = BTreeMap::new();
-        for item in entries.range::<u64>(bounds).map_err(read_err)? {
-            let (index, value) = item.map_err(read_err)?;
-            found.insert(index.value(), serde_json::from_slice(value.value()).map_err(read_err)?);
+        let txn = self.db.begin_read().map_err(io_err)?;
+        match txn.open_table(ENTRIES) {
+            Ok(entries) => {
+                for item in entries.range::<u64>(bounds).map_err(io_err)? {
+                    let (index, value) = item.map_err(io_err)?;
+                    let entry = serde_json::from_slice(value.value()).map_err(io_err)?;
+                    found.insert(index.value(), entry);
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(io_err(e)),
         }
-        for (index, entry) in self.unflushed.lock().range(bounds) {
-            found.insert(*index, entry.clone());
-        }
+        found.extend(pending);
         Ok(found.into_values().collect())
+    }
+
+    async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
+        self.meta("vote")
     }
 }
 
 impl RaftLogStorage<Raft> for LogStore {
     type LogReader = LogStore;
 
-    async fn get_log_state(&mut self) -> Result<LogState<Raft>, StorageError> {
+    async fn get_log_state(&mut self) -> io::Result<LogState<Raft>> {
         let last_purged_log_id: Option<LogId> = self.meta("purged")?;
-        let txn = self.db.begin_read().map_err(read_err)?;
+        let txn = self.db.begin_read().map_err(io_err)?;
         let last = match txn.open_table(ENTRIES) {
-            Ok(entries) => match entries.last().map_err(read_err)? {
+            Ok(entries) => match entries.last().map_err(io_err)? {
                 Some((_, value)) => {
-                    let entry: Entry = serde_json::from_slice(value.value()).map_err(read_err)?;
+                    let entry: Entry = serde_json::from_slice(value.value()).map_err(io_err)?;
                     Some(entry.log_id)
                 }
                 None => None,
             },
             Err(redb::TableError::TableDoesNotExist(_)) => None,
-            Err(e) => return Err(read_err(e)),
+            Err(e) => return Err(io_err(e)),
         };
         let unflushed = self.unflushed.lock().last_key_value().map(|(_, e)| e.log_id);
         let last = unflushed.max(last);
@@ -181,32 +208,24 @@ impl RaftLogStorage<Raft> for LogStore {
         self.clone()
     }
 
-    async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError> {
+    async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
+        // After the appends before it (so a vote never overtakes a log write), then durably.
+        self.caught_up().await?;
         self.set_meta("vote", vote)
     }
 
-    async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError> {
-        self.meta("vote")
+    async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
+        self.writer.send(Write::Committed(committed)).map_err(|_| stopped())
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.writer
-            .send(Write::Committed(committed))
-            .map_err(|_| write_err(std::io::Error::other("the log writer has stopped")))
-    }
-
-    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+    async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
         Ok(self.meta::<Option<LogId>>("committed")?.flatten())
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<Raft>,
-    ) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<Raft>) -> io::Result<()>
     where
-        I: IntoIterator<Item = Entry> + Send,
-        I::IntoIter: Send,
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
         {
@@ -215,21 +234,19 @@ impl RaftLogStorage<Raft> for LogStore {
                 unflushed.insert(entry.log_id.index, entry.clone());
             }
         }
-        self.writer
-            .send(Write::Append { entries, done: callback })
-            .map_err(|_| write_err(std::io::Error::other("the log writer has stopped")))
+        self.writer.send(Write::Append { entries, done: callback }).map_err(|_| stopped())
     }
 
-    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
         self.caught_up().await?;
-        self.truncate_from(log_id.index)
+        let from = last_log_id.map_or(0, |id| id.index + 1);
+        self.unflushed.lock().retain(|index, _| *index < from);
+        self.truncate_from(from)
     }
 
-    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+    async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
         // After the appends before it, like everything the writer does; nothing waits.
-        self.writer
-            .send(Write::Purge(log_id))
-            .map_err(|_| write_err(std::io::Error::other("the log writer has stopped")))
+        self.writer.send(Write::Purge(log_id)).map_err(|_| stopped())
     }
 }
 
@@ -258,6 +275,9 @@ fn write_appends(db: &Database, unflushed: &Mutex<BTreeMap<u64, Entry>>, queue: 
         });
         let written = if appended.is_empty() { None } else { mark.take() };
         let committed = commit(db, &appended, written, purge).map_err(|e| e.to_string());
+        if let Err(e) = &committed {
+            tracing::error!(error = %e, "cannot commit the log");
+        }
         if committed.is_ok() {
             let mut unflushed = unflushed.lock();
             for entry in appended {
@@ -269,7 +289,7 @@ fn write_appends(db: &Database, unflushed: &Mutex<BTreeMap<u64, Entry>>, queue: 
         for write in batch {
             match write {
                 Write::Append { done, .. } => {
-                    done.log_io_completed(committed.clone().map_err(std::io::Error::other));
+                    done.io_completed(committed.clone().map_err(io::Error::other));
                 }
                 Write::Barrier(done) => {
                     let _ = done.send(());
@@ -287,30 +307,30 @@ fn commit(
     entries: &[&Entry],
     mark: Option<Option<LogId>>,
     purge: Option<LogId>,
-) -> Result<(), StorageError> {
+) -> io::Result<()> {
     if entries.is_empty() && purge.is_none() {
         return Ok(());
     }
-    let mut txn = db.begin_write().map_err(write_err)?;
+    let mut txn = db.begin_write().map_err(io_err)?;
     if entries.is_empty() {
-        txn.set_durability(Durability::None).map_err(write_err)?;
+        txn.set_durability(Durability::None).map_err(io_err)?;
     }
     {
-        let mut table = txn.open_table(ENTRIES).map_err(write_err)?;
+        let mut table = txn.open_table(ENTRIES).map_err(io_err)?;
         for entry in entries {
-            let bytes = serde_json::to_vec(entry).map_err(write_err)?;
-            table.insert(entry.log_id.index, bytes.as_slice()).map_err(write_err)?;
+            let bytes = serde_json::to_vec(entry).map_err(io_err)?;
+            table.insert(entry.log_id.index, bytes.as_slice()).map_err(io_err)?;
         }
-        let mut meta = txn.open_table(META).map_err(write_err)?;
+        let mut meta = txn.open_table(META).map_err(io_err)?;
         if let Some(mark) = mark {
-            let bytes = serde_json::to_vec(&mark).map_err(write_err)?;
-            meta.insert("committed", bytes.as_slice()).map_err(write_err)?;
+            let bytes = serde_json::to_vec(&mark).map_err(io_err)?;
+            meta.insert("committed", bytes.as_slice()).map_err(io_err)?;
         }
         if let Some(purged) = purge {
-            table.retain_in::<u64, _>(..=purged.index, |_, _| false).map_err(write_err)?;
-            let bytes = serde_json::to_vec(&purged).map_err(write_err)?;
-            meta.insert("purged", bytes.as_slice()).map_err(write_err)?;
+            table.retain_in::<u64, _>(..=purged.index, |_, _| false).map_err(io_err)?;
+            let bytes = serde_json::to_vec(&purged).map_err(io_err)?;
+            meta.insert("purged", bytes.as_slice()).map_err(io_err)?;
         }
     }
-    txn.commit().map_err(write_err)
+    txn.commit().map_err(io_err)
 }

@@ -1,50 +1,71 @@
 //! How members talk: one TCP listener per member (its address in `--cluster`), length-
-//! prefixed JSON frames. openraft's RPCs (append, vote, snapshot chunks) go one at a time on
-//! a connection per peer ([`Peers`] implements openraft's network); a follower forwards its
-//! proposals to the leader on a connection of their own, pipelined ([`crate::proposer`]).
-//! Every connection answers its requests in the order they came.
+//! prefixed JSON frames. openraft's RPCs (append, vote, pre-vote, snapshot) go one at a time
+//! on a connection per peer and purpose ([`Peers`] implements openraft's network; openraft
+//! opens one client for replication and one for heartbeats, so a heartbeat never waits behind
+//! a large append); a follower forwards its proposals to the leader on a connection of their
+//! own, pipelined ([`crate::proposer`]). Every connection answers its requests in the order
+//! they came.
+//!
+//! Every RPC has a deadline (openraft's time budget for it), connecting included: a peer that
+//! hangs or is cut off costs an RPC timeout, then a new connection, never a wait for TCP to
+//! give up.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ooblane::replication::Verdict;
 use openraft::BasicNode;
-use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
-};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::entry::{Proposal, Raft};
+use crate::entry::{Proposal, Raft, Snapshot, SnapshotMeta, Vote};
+use crate::reach::Reach;
 
-/// Largest frame accepted: snapshot chunks are at most openraft's chunk size (3 MiB), append
-/// batches at most `max_payload_entries`.
-const MAX_FRAME: usize = 64 << 20;
+/// Largest frame accepted: a whole snapshot travels in one frame, appends are at most
+/// `max_payload_entries` entries.
+const MAX_FRAME: usize = 256 << 20;
 
 /// What a member asks another.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Request {
-    Append(AppendEntriesRequest<Raft>),
-    Vote(VoteRequest<u64>),
-    Snapshot(InstallSnapshotRequest<Raft>),
+    /// One of openraft's RPCs.
+    Rpc(Rpc),
     /// A follower's proposal, for the leader to append.
     Forward(Proposal),
 }
 
-/// The answer, same variant as the request.
+/// openraft's RPCs.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Rpc {
+    Append(AppendEntriesRequest<Raft>),
+    Vote(VoteRequest<Raft>),
+    PreVote(VoteRequest<Raft>),
+    /// A whole snapshot: the sender's vote, what it covers, the state's bytes.
+    Snapshot {
+        vote: Vote,
+        meta: SnapshotMeta,
+        data: Vec<u8>,
+    },
+}
+
+/// The answer, same variant as the request. Errors travel as text: they are diagnostics
+/// (a stopped or failing member), never something the caller acts on beyond retrying.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Response {
-    Append(Result<AppendEntriesResponse<u64>, RaftError<u64>>),
-    Vote(Result<VoteResponse<u64>, RaftError<u64>>),
-    Snapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
+    Append(Result<AppendEntriesResponse<Raft>, String>),
+    Vote(Result<VoteResponse<Raft>, String>),
+    PreVote(Result<VoteResponse<Raft>, String>),
+    Snapshot(Result<SnapshotResponse<Raft>, String>),
     Forward(Verdict),
 }
 
@@ -80,7 +101,8 @@ pub(crate) async fn read_frame<R: AsyncReadExt + Unpin, T: DeserializeOwned>(
     serde_json::from_slice(&body).map(Some).map_err(io::Error::other)
 }
 
-/// Opens a connection to a member, with `TCP_NODELAY` (frames are small and latency-bound).
+/// Opens a connection to a member within `timeout`, with `TCP_NODELAY` (frames are small
+/// and latency-bound).
 pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
     let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
         .await
@@ -89,15 +111,25 @@ pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<T
     Ok(stream)
 }
 
-/// openraft's network: a [`Peer`] per target member.
-#[derive(Debug, Default)]
-pub(crate) struct Peers;
+/// openraft's network: a [`Peer`] per target member and purpose.
+#[derive(Debug)]
+pub(crate) struct Peers {
+    /// Noted at every answer a peer gives.
+    reach: Arc<Reach>,
+}
+
+impl Peers {
+    pub(crate) fn new(reach: Arc<Reach>) -> Peers {
+        Peers { reach }
+    }
+}
 
 impl RaftNetworkFactory<Raft> for Peers {
     type Network = Peer;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Peer {
-        Peer { target, addr: node.addr.parse().ok(), stream: None }
+        let reach = Arc::clone(&self.reach);
+        Peer { target, addr: node.addr.parse().ok(), stream: None, reach }
     }
 }
 
@@ -107,96 +139,118 @@ pub(crate) struct Peer {
     target: u64,
     addr: Option<SocketAddr>,
     stream: Option<TcpStream>,
+    reach: Arc<Reach>,
 }
 
-/// An RPC failure before any answer: openraft retries after a backoff.
-type Failed<E> = RPCError<u64, BasicNode, E>;
+fn unreachable(e: &io::Error) -> RPCError<Raft> {
+    RPCError::Unreachable(Unreachable::new(e))
+}
+
+fn network(e: &io::Error) -> RPCError<Raft> {
+    RPCError::Network(NetworkError::new(e))
+}
 
 impl Peer {
-    async fn call<E: std::error::Error>(
-        &mut self,
-        request: Request,
-        option: &RPCOption,
-    ) -> Result<Response, Failed<E>> {
-        let ttl = option.hard_ttl();
+    /// One request and its answer within openraft's budget (`soft_ttl`, connecting
+    /// included); any failure drops the connection, so the next call starts afresh.
+    async fn call(&mut self, rpc: Rpc, option: &RPCOption) -> Result<Response, RPCError<Raft>> {
+        let ttl = option.soft_ttl();
         let Some(addr) = self.addr else {
             let e = io::Error::new(io::ErrorKind::InvalidInput, "bad member address");
-            return Err(RPCError::Unreachable(Unreachable::new(&e)));
+            return Err(unreachable(&e));
         };
+        let deadline = tokio::time::Instant::now() + ttl;
         if self.stream.is_none() {
-            let stream = connect(addr, ttl)
-                .await
-                .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+            let stream = connect(addr, ttl).await.map_err(|e| unreachable(&e))?;
             self.stream = Some(stream);
         }
         let stream = self.stream.as_mut().expect("connected above");
         let exchange = async {
-            write_frame(stream, &request).await?;
+            write_frame(stream, &Request::Rpc(rpc)).await?;
             read_frame::<_, Response>(stream)
                 .await?
                 .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed"))
         };
-        match tokio::time::timeout(ttl, exchange).await {
-            Ok(Ok(response)) => Ok(response),
+        match tokio::time::timeout_at(deadline, exchange).await {
+            Ok(Ok(response)) => {
+                self.reach.heard(self.target);
+                Ok(response)
+            }
             Ok(Err(e)) => {
                 self.stream = None;
-                Err(RPCError::Network(NetworkError::new(&e)))
+                Err(network(&e))
             }
             Err(_) => {
                 self.stream = None;
                 let e = io::Error::new(io::ErrorKind::TimedOut, "rpc timed out");
-                Err(RPCError::Network(NetworkError::new(&e)))
+                Err(network(&e))
             }
         }
     }
 
-    fn mismatch<E: std::error::Error>() -> Failed<E> {
-        let e = io::Error::new(io::ErrorKind::InvalidData, "answer of the wrong kind");
-        RPCError::Network(NetworkError::new(&e))
+    /// The peer answered something else, or an error (as text).
+    fn failed(&self, what: impl std::fmt::Display) -> RPCError<Raft> {
+        let e = io::Error::other(format!("member {}: {what}", self.target));
+        network(&e)
     }
 }
 
-impl RaftNetwork<Raft> for Peer {
+impl RaftNetworkV2<Raft> for Peer {
+    type SnapshotData = crate::entry::SnapshotData;
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<Raft>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        match self.call(Request::Append(rpc), &option).await? {
+    ) -> Result<AppendEntriesResponse<Raft>, RPCError<Raft>> {
+        match self.call(Rpc::Append(rpc), &option).await? {
             Response::Append(Ok(r)) => Ok(r),
-            Response::Append(Err(e)) => {
-                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
-            }
-            _ => Err(Self::mismatch()),
-        }
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        rpc: InstallSnapshotRequest<Raft>,
-        option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<u64>,
-        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
-    > {
-        match self.call(Request::Snapshot(rpc), &option).await? {
-            Response::Snapshot(Ok(r)) => Ok(r),
-            Response::Snapshot(Err(e)) => {
-                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
-            }
-            _ => Err(Self::mismatch()),
+            Response::Append(Err(e)) => Err(self.failed(e)),
+            _ => Err(self.failed("an answer of the wrong kind")),
         }
     }
 
     async fn vote(
         &mut self,
-        rpc: VoteRequest<u64>,
+        rpc: VoteRequest<Raft>,
         option: RPCOption,
-    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        match self.call(Request::Vote(rpc), &option).await? {
+    ) -> Result<VoteResponse<Raft>, RPCError<Raft>> {
+        match self.call(Rpc::Vote(rpc), &option).await? {
             Response::Vote(Ok(r)) => Ok(r),
-            Response::Vote(Err(e)) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
-            _ => Err(Self::mismatch()),
+            Response::Vote(Err(e)) => Err(self.failed(e)),
+            _ => Err(self.failed("an answer of the wrong kind")),
+        }
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<Raft>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<Raft>, RPCError<Raft>> {
+        match self.call(Rpc::PreVote(rpc), &option).await? {
+            Response::PreVote(Ok(r)) => Ok(r),
+            Response::PreVote(Err(e)) => Err(self.failed(e)),
+            _ => Err(self.failed("an answer of the wrong kind")),
+        }
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<Raft>, StreamingError<Raft>> {
+        let request =
+            Rpc::Snapshot { vote, meta: snapshot.meta, data: snapshot.snapshot.into_inner() };
+        let answer = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            answer = self.call(request, &option) => answer,
+        };
+        match answer? {
+            Response::Snapshot(Ok(r)) => Ok(r),
+            Response::Snapshot(Err(e)) => Err(self.failed(e).into()),
+            _ => Err(self.failed("an answer of the wrong kind").into()),
         }
     }
 }

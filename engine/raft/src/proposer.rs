@@ -1,76 +1,46 @@
 //! Getting this member's proposals into the log, in the order its executor made them: the
 //! leader appends its own at once; a follower forwards its to the leader on one pipelined
-//! connection and learns only of failures (success shows as the entry being applied here).
-//! Every proposal ends in exactly one of: applied (the executor answers its callers), or a
-//! refusal sent to the executor saying whether it certainly did not run or its fate is unknown.
+//! connection ([`crate::forwarder`]) and learns only of failures (success shows as the entry
+//! being applied here). Every proposal ends in exactly one of: applied (the executor answers
+//! its callers), or a refusal sent to the executor saying whether it certainly did not run or
+//! its fate is unknown, and that within [`DEADLINE`] of its arrival here, whatever any member
+//! does: a hung or cut-off leader is noticed by Raft's own heartbeats and elections (a new
+//! leader, or no contact with the old one), never by waiting for TCP.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ooblane::replication::{ExecutorLink, MAX_PROPOSAL, ToExecutor, Verdict};
-use openraft::error::ClientWriteError;
-use openraft::raft::responder::OneshotResponder;
-use parking_lot::Mutex;
-use tokio::net::tcp::OwnedReadHalf;
+use openraft::RaftMetrics;
+use openraft::async_runtime::WatchReceiver;
+use openraft::errors::ClientWriteError;
+use openraft::raft::ClientWriteResponse;
+use openraft::raft::responder::ProgressResponder;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::Instant;
 
-use crate::entry::{Proposal, Raft};
-use crate::network::{self, Request, Response};
+use crate::entry::{Node, Proposal, Raft};
+use crate::forwarder::Forwarder;
+use crate::reach::Reach;
 
-/// How long a proposal may wait to be committed before its caller is told its fate is
-/// unknown (the leader lost its quorum, or the cluster is partitioned).
-pub(crate) const COMMIT_DEADLINE: Duration = Duration::from_secs(3);
+/// How long a proposal may take, from its arrival here to its verdict: waiting for a leader,
+/// for room in the window, and to be committed. Past it, a proposal never sent is "not
+/// executed" and one handed to a leader "outcome unknown". A few election timeouts: long
+/// enough to ride out a failover (about a second), short enough that no caller waits more
+/// than 3.5 s.
+pub(crate) const DEADLINE: Duration = Duration::from_secs(3);
 
-/// How long a proposal waits for a (reachable) leader before it is refused: a few election
-/// timeouts.
-const LEADER_PATIENCE: Duration = Duration::from_secs(3);
+/// How long a follower may go without hearing from its leader before it stops forwarding to
+/// it and waits for the election the others are holding (or refuses, if it cannot reach a
+/// majority at all): longer than a few heartbeats (100 ms each), so a leader that is merely
+/// slow is not given up on.
+const LEADER_SILENCE: Duration = Duration::from_secs(1);
 
-/// How long connecting to the leader may take (loopback or a LAN: refused or made at once).
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// The receiving end of the leader's responder for one appended proposal.
-type Waiting = <OneshotResponder<Raft> as openraft::raft::responder::Responder<Raft>>::Receiver;
-
-/// A proposal handed to the leader's Raft: either refused at once or waiting to commit.
-pub(crate) enum Submitted {
-    Ready(Verdict),
-    Waiting(Waiting),
-}
-
-/// On the leader: appends `proposal` if this member still leads.
-pub(crate) async fn submit(raft: &openraft::Raft<Raft>, me: u64, proposal: Proposal) -> Submitted {
-    if raft.metrics().borrow().current_leader != Some(me) {
-        return Submitted::Ready(Verdict::NotExecuted(format!("member {me} is not the leader")));
-    }
-    match raft.client_write_ff(proposal).await {
-        Ok(rx) => Submitted::Waiting(rx),
-        Err(fatal) => Submitted::Ready(Verdict::NotExecuted(format!("raft stopped: {fatal}"))),
-    }
-}
-
-/// Waits for an appended proposal to commit, or for its deadline.
-pub(crate) async fn settle(submitted: Submitted) -> Verdict {
-    let rx = match submitted {
-        Submitted::Ready(verdict) => return verdict,
-        Submitted::Waiting(rx) => rx,
-    };
-    match tokio::time::timeout(COMMIT_DEADLINE, rx).await {
-        Ok(Ok(Ok(_))) => Verdict::Committed,
-        // Sent when the entry was removed from the log as conflicting: it never committed.
-        Ok(Ok(Err(ClientWriteError::ForwardToLeader(_)))) => {
-            Verdict::NotExecuted("leadership changed before it was committed".into())
-        }
-        Ok(Ok(Err(e))) => Verdict::Unknown(format!("the leader failed it: {e}")),
-        Ok(Err(_)) => Verdict::Unknown("the leader stopped with it in flight".into()),
-        Err(_) => Verdict::Unknown(format!(
-            "not committed within {} s (no quorum?)",
-            COMMIT_DEADLINE.as_secs()
-        )),
-    }
-}
+/// How often a proposal waiting for a leader looks again at who it can reach (it also wakes
+/// at every change of Raft's metrics).
+const RECHECK: Duration = Duration::from_millis(100);
 
 /// Proposals of this member in the log and not yet committed, at most: while they are, the
 /// executor's next proposals wait in the queue and are merged into one entry. At a low rate
@@ -80,17 +50,111 @@ pub(crate) async fn settle(submitted: Submitted) -> Verdict {
 const WINDOW: usize = 8;
 
 /// Which of the executor's calls a proposal carries, holding one place in the [`WINDOW`]
-/// until its fate is known.
+/// until its fate is known, and by when that must be.
 #[derive(Debug)]
-struct Ticket {
+pub(crate) struct Ticket {
     first_seq: u64,
     count: usize,
+    pub(crate) deadline: Instant,
     _place: OwnedSemaphorePermit,
 }
 
-impl Ticket {
-    fn of(proposal: &Proposal, place: OwnedSemaphorePermit) -> Ticket {
-        Ticket { first_seq: proposal.first_seq, count: proposal.commands.len(), _place: place }
+/// Tells the executor that a proposal will not be applied as its callers expect.
+pub(crate) fn refuse(link: &ExecutorLink, ticket: Ticket, verdict: Verdict) {
+    if verdict != Verdict::Committed {
+        tracing::debug!(
+            first_seq = ticket.first_seq,
+            count = ticket.count,
+            ?verdict,
+            "proposal refused"
+        );
+        link(ToExecutor::Refuse { first_seq: ticket.first_seq, count: ticket.count, verdict });
+    }
+}
+
+/// The leader's answer for one appended proposal, once known.
+type Outcome =
+    tokio::sync::oneshot::Receiver<Result<ClientWriteResponse<Raft>, ClientWriteError<Raft>>>;
+
+/// A proposal handed to the leader's Raft: either refused at once or waiting to commit.
+pub(crate) enum Submitted {
+    Ready(Verdict),
+    Waiting(Outcome),
+}
+
+/// On the leader: appends `proposal` if this member still leads, once a quorum has
+/// acknowledged it as leader (a leader just elected refuses writes until then: openraft's
+/// lease starts at the first acknowledgement), waiting for that until `deadline`.
+pub(crate) async fn submit(
+    raft: &Node,
+    me: u64,
+    proposal: Proposal,
+    deadline: Instant,
+) -> Submitted {
+    if let Err(why) = writable(raft, me, deadline).await {
+        return Submitted::Ready(Verdict::NotExecuted(why));
+    }
+    let (responder, outcome) = ProgressResponder::complete_only();
+    match raft.client_write_ff(proposal, Some(responder)).await {
+        Ok(()) => Submitted::Waiting(outcome),
+        Err(fatal) => Submitted::Ready(Verdict::NotExecuted(format!("raft stopped: {fatal}"))),
+    }
+}
+
+/// Waits until this member leads and a quorum has acknowledged it; says why not otherwise.
+async fn writable(raft: &Node, me: u64, deadline: Instant) -> Result<(), String> {
+    let mut metrics = raft.metrics();
+    let waiting = async {
+        loop {
+            {
+                let m = metrics.borrow_watched();
+                if m.current_leader != Some(me) {
+                    return Err(format!("member {me} is not the leader"));
+                }
+                if m.last_quorum_acked.is_some() {
+                    return Ok(());
+                }
+            }
+            if metrics.changed().await.is_err() {
+                return Err("raft stopped".to_owned());
+            }
+        }
+    };
+    let late = || {
+        format!(
+            "member {me} was elected but no quorum acknowledged it within {} s",
+            DEADLINE.as_secs()
+        )
+    };
+    tokio::time::timeout_at(deadline, waiting).await.unwrap_or_else(|_| Err(late()))
+}
+
+/// Waits for an appended proposal to commit, or for `deadline`.
+pub(crate) async fn settle(submitted: Submitted, deadline: Instant) -> Verdict {
+    let outcome = match submitted {
+        Submitted::Ready(verdict) => return verdict,
+        Submitted::Waiting(outcome) => outcome,
+    };
+    match tokio::time::timeout_at(deadline, outcome).await {
+        Ok(Ok(Ok(_))) => Verdict::Committed,
+        // Refused before it was appended: not leader, or the leader lease expired (the leader
+        // lost its quorum).
+        Ok(Ok(Err(ClientWriteError::ForwardToLeader(to)))) => {
+            Verdict::NotExecuted(format!("the leader refused it ({to})"))
+        }
+        // Discarded from this member's log when it adopted another leader's: truncated as
+        // conflicting, so never committed. (openraft also uses it for an entry purged under
+        // a snapshot this member installed; the executor has already answered those calls
+        // "outcome unknown" when it installed the snapshot, so this refusal finds them done.)
+        Ok(Ok(Err(ClientWriteError::LogEntryDiscarded(_)))) => {
+            Verdict::NotExecuted("leadership changed before it was committed".into())
+        }
+        Ok(Ok(Err(e))) => Verdict::Unknown(format!("the leader failed it: {e}")),
+        Ok(Err(_)) => Verdict::Unknown("the leader stopped with it in flight".into()),
+        Err(_) => Verdict::Unknown(format!(
+            "not committed within {} s (the leader lost its quorum?)",
+            DEADLINE.as_secs()
+        )),
     }
 }
 
@@ -111,199 +175,168 @@ fn gather(
     None
 }
 
-/// Tells the executor that a proposal will not be applied as its callers expect.
-fn refuse(link: &ExecutorLink, ticket: Ticket, verdict: Verdict) {
-    if verdict != Verdict::Committed {
-        link(ToExecutor::Refuse { first_seq: ticket.first_seq, count: ticket.count, verdict });
-    }
-}
-
-/// Routes this member's proposals, in order: to its own Raft when it leads, to the leader
-/// otherwise, at most [`WINDOW`] in flight. A proposal that cannot reach any leader (an
-/// election, the leader just died) waits up to [`LEADER_PATIENCE`] for one before it is
-/// refused; nothing was sent, so it is certainly not executed.
-pub(crate) async fn run(
-    raft: openraft::Raft<Raft>,
+/// This member's side of proposing: its Raft, where the other members are, the executor.
+pub(crate) struct Proposer {
+    raft: Node,
     me: u64,
     peers: HashMap<u64, SocketAddr>,
     link: ExecutorLink,
-    mut proposals: mpsc::UnboundedReceiver<Proposal>,
-) {
-    let mut forwarders: HashMap<u64, Forwarder> = HashMap::new();
-    let window = Arc::new(Semaphore::new(WINDOW));
-    let mut next: Option<Proposal> = None;
-    loop {
-        let first = match next.take() {
-            Some(proposal) => proposal,
-            None => match proposals.recv().await {
-                Some(proposal) => proposal,
-                None => return,
-            },
-        };
-        let place = Arc::clone(&window).acquire_owned().await.expect("the window never closes");
-        let mut proposal = first;
-        next = gather(&mut proposal, &mut proposals);
-        let ticket = Ticket::of(&proposal, place);
-        route(&raft, me, &peers, &link, &mut forwarders, proposal, ticket).await;
-    }
+    reach: Arc<Reach>,
+    forwarders: HashMap<u64, Forwarder>,
+    window: Arc<Semaphore>,
 }
 
-/// Hands one proposal to the leader (this member's Raft, or a forwarder), waiting for a
-/// reachable one until [`LEADER_PATIENCE`]; refuses it if there is none.
-async fn route(
-    raft: &openraft::Raft<Raft>,
-    me: u64,
-    peers: &HashMap<u64, SocketAddr>,
-    link: &ExecutorLink,
-    forwarders: &mut HashMap<u64, Forwarder>,
-    mut proposal: Proposal,
-    mut ticket: Ticket,
-) {
-    let deadline = tokio::time::Instant::now() + LEADER_PATIENCE;
-    let mut unreachable: Option<(u64, String)> = None;
-    loop {
-        let avoid = unreachable.as_ref().map(|(leader, _)| *leader);
-        let Some(leader) = wait_for_leader(raft, avoid, deadline).await else {
-            let why = match &unreachable {
-                Some((leader, e)) => format!("no leader reachable (member {leader}: {e})"),
-                None => {
-                    "no leader: an election is in progress or this member has no quorum".to_owned()
+impl Proposer {
+    pub(crate) fn new(
+        raft: Node,
+        me: u64,
+        peers: HashMap<u64, SocketAddr>,
+        link: ExecutorLink,
+        reach: Arc<Reach>,
+    ) -> Proposer {
+        let window = Arc::new(Semaphore::new(WINDOW));
+        Proposer { raft, me, peers, link, reach, forwarders: HashMap::new(), window }
+    }
+
+    /// Routes this member's proposals, in order, at most [`WINDOW`] in flight, until the
+    /// executor stops proposing.
+    pub(crate) async fn run(mut self, mut proposals: mpsc::UnboundedReceiver<Proposal>) {
+        let mut next: Option<(Proposal, Instant)> = None;
+        loop {
+            let (mut proposal, deadline) = match next.take() {
+                Some(queued) => queued,
+                None => match proposals.recv().await {
+                    Some(proposal) => (proposal, Instant::now() + DEADLINE),
+                    None => return,
+                },
+            };
+            let Some(place) = self.room(deadline).await else {
+                let why = format!(
+                    "{WINDOW} proposals of this member did not settle within {} s",
+                    DEADLINE.as_secs()
+                );
+                self.refuse_unsent(&proposal, Verdict::NotExecuted(why));
+                continue;
+            };
+            next = gather(&mut proposal, &mut proposals).map(|p| (p, Instant::now() + DEADLINE));
+            let ticket = Ticket {
+                first_seq: proposal.first_seq,
+                count: proposal.commands.len(),
+                deadline,
+                _place: place,
+            };
+            self.route(proposal, ticket).await;
+        }
+    }
+
+    /// A place in the window, unless `deadline` comes first.
+    async fn room(&self, deadline: Instant) -> Option<OwnedSemaphorePermit> {
+        let place = Arc::clone(&self.window).acquire_owned();
+        tokio::time::timeout_at(deadline, place).await.ok().map(|p| p.expect("never closed"))
+    }
+
+    /// Refuses a proposal that never got a place in the window.
+    fn refuse_unsent(&self, proposal: &Proposal, verdict: Verdict) {
+        let count = proposal.commands.len();
+        tracing::debug!(first_seq = proposal.first_seq, count, ?verdict, "proposal refused");
+        (self.link)(ToExecutor::Refuse { first_seq: proposal.first_seq, count, verdict });
+    }
+
+    /// Hands one proposal to the leader (this member's Raft, or a forwarder), waiting for a
+    /// reachable one until the ticket's deadline; refuses it if there is none.
+    async fn route(&mut self, mut proposal: Proposal, mut ticket: Ticket) {
+        let mut unreachable: Option<(u64, String)> = None;
+        loop {
+            let avoid = unreachable.as_ref().map(|(leader, _)| *leader);
+            let leader = match self.reachable_leader(avoid, ticket.deadline).await {
+                Ok(leader) => leader,
+                Err(why) => {
+                    let why = match &unreachable {
+                        Some((leader, e)) => format!("no leader reachable (member {leader}: {e})"),
+                        None => why,
+                    };
+                    return refuse(&self.link, ticket, Verdict::NotExecuted(why));
                 }
             };
-            return refuse(link, ticket, Verdict::NotExecuted(why));
-        };
-        if leader == me {
-            let submitted = submit(raft, me, proposal).await;
-            let link = link.clone();
-            tokio::spawn(async move {
-                let verdict = settle(submitted).await;
-                refuse(&link, ticket, verdict);
-            });
-            return;
-        }
-        let Some(&addr) = peers.get(&leader) else {
-            return refuse(link, ticket, Verdict::NotExecuted(format!("unknown leader {leader}")));
-        };
-        let forwarder = forwarders.entry(leader).or_insert_with(|| Forwarder::new(addr));
-        match forwarder.send(proposal, ticket, link).await {
-            Ok(()) => return,
-            Err((back, returned, e)) => {
-                (proposal, ticket) = (back, returned);
-                unreachable = Some((leader, e.to_string()));
+            if leader == self.me {
+                return self.append_here(proposal, ticket).await;
+            }
+            let Some(&addr) = self.peers.get(&leader) else {
+                let why = format!("unknown leader {leader}");
+                return refuse(&self.link, ticket, Verdict::NotExecuted(why));
+            };
+            let (raft, link) = (self.raft.clone(), self.link.clone());
+            let forwarder = self
+                .forwarders
+                .entry(leader)
+                .or_insert_with(|| Forwarder::new(leader, addr, raft, link));
+            match forwarder.send(proposal, ticket).await {
+                Ok(()) => return,
+                Err((back, returned, e)) => {
+                    (proposal, ticket) = (back, returned);
+                    unreachable = Some((leader, e.to_string()));
+                }
             }
         }
     }
-}
 
-/// The current leader, unless it is `avoid` (found unreachable): waits for an election to
-/// produce another until `deadline`.
-async fn wait_for_leader(
-    raft: &openraft::Raft<Raft>,
-    avoid: Option<u64>,
-    deadline: tokio::time::Instant,
-) -> Option<u64> {
-    let mut metrics = raft.metrics();
-    let waiting = async {
+    /// On the leader: appends, then settles the proposal in a task of its own.
+    async fn append_here(&self, proposal: Proposal, ticket: Ticket) {
+        let submitted = submit(&self.raft, self.me, proposal, ticket.deadline).await;
+        let link = self.link.clone();
+        tokio::spawn(async move {
+            let verdict = settle(submitted, ticket.deadline).await;
+            refuse(&link, ticket, verdict);
+        });
+    }
+
+    /// The leader to hand a proposal to: this member, or a leader it has heard from lately
+    /// (not `avoid`, found unreachable). Otherwise waits, until `deadline`, for an election the
+    /// majority is holding; refuses at once if this member cannot reach a majority (cut off).
+    async fn reachable_leader(&self, avoid: Option<u64>, deadline: Instant) -> Result<u64, String> {
+        let mut metrics = self.raft.metrics();
         loop {
-            let leader = metrics.borrow_and_update().current_leader;
-            if leader.is_some() && leader != avoid {
-                return leader;
+            if let Some(found) = self.choose_leader(&metrics.borrow_watched(), avoid) {
+                return found;
             }
-            if metrics.changed().await.is_err() {
-                return None;
+            let wake = (Instant::now() + RECHECK).min(deadline);
+            match tokio::time::timeout_at(wake, metrics.changed()).await {
+                Ok(Err(_)) => return Err("raft stopped".to_owned()),
+                Ok(Ok(())) => {}
+                Err(_) if Instant::now() >= deadline => {
+                    return Err(format!(
+                        "no leader within {} s: an election is in progress or this member has no quorum",
+                        DEADLINE.as_secs()
+                    ));
+                }
+                Err(_) => {}
             }
         }
-    };
-    tokio::time::timeout_at(deadline, waiting).await.ok().flatten()
-}
-
-/// Proposals forwarded and not yet answered, oldest first.
-type InFlight = Arc<Mutex<VecDeque<Ticket>>>;
-
-/// A pipelined connection to one leader: proposals go out in order, answers come back in
-/// order (read by a task of its own), and losing the connection makes every proposal in
-/// flight on it unknown.
-struct Forwarder {
-    addr: SocketAddr,
-    conn: Option<ForwardConn>,
-}
-
-struct ForwardConn {
-    writer: tokio::net::tcp::OwnedWriteHalf,
-    in_flight: InFlight,
-    dead: Arc<AtomicBool>,
-}
-
-impl Forwarder {
-    fn new(addr: SocketAddr) -> Self {
-        Forwarder { addr, conn: None }
     }
 
-    /// Sends `proposal` on the connection (opened if needed); hands it back if the leader
-    /// cannot be reached, so it was certainly not sent.
-    async fn send(
-        &mut self,
-        proposal: Proposal,
-        ticket: Ticket,
-        link: &ExecutorLink,
-    ) -> Result<(), (Proposal, Ticket, std::io::Error)> {
-        if self.conn.as_ref().is_some_and(|c| c.dead.load(Ordering::Acquire)) {
-            self.conn = None;
-        }
-        if self.conn.is_none() {
-            match network::connect(self.addr, CONNECT_TIMEOUT).await {
-                Ok(stream) => self.conn = Some(ForwardConn::start(stream, link.clone())),
-                Err(e) => return Err((proposal, ticket, e)),
+    /// What to do now, given Raft's view: `Some` with a leader or a reason to refuse, `None`
+    /// to wait.
+    fn choose_leader(
+        &self,
+        m: &RaftMetrics<Raft>,
+        avoid: Option<u64>,
+    ) -> Option<Result<u64, String>> {
+        let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+        match m.current_leader {
+            Some(leader) if leader == self.me => return Some(Ok(leader)),
+            Some(leader)
+                if Some(leader) != avoid && self.reach.silence(leader) <= LEADER_SILENCE =>
+            {
+                return Some(Ok(leader));
             }
+            _ => {}
         }
-        let conn = self.conn.as_mut().expect("connected above");
-        conn.in_flight.lock().push_back(ticket);
-        if let Err(e) = network::write_frame(&mut conn.writer, &Request::Forward(proposal)).await {
-            conn.dead.store(true, Ordering::Release);
-            fail_all(&conn.in_flight, link, &format!("lost the leader connection: {e}"));
+        if !self.reach.majority(self.me, &voters) {
+            return Some(Err(format!(
+                "this member has heard from no majority of the cluster for {} s: it may be cut off from the others",
+                crate::reach::REACH_WINDOW.as_secs()
+            )));
         }
-        Ok(())
-    }
-}
-
-impl ForwardConn {
-    fn start(stream: tokio::net::TcpStream, link: ExecutorLink) -> ForwardConn {
-        let (reader, writer) = stream.into_split();
-        let in_flight: InFlight = Arc::default();
-        let dead = Arc::new(AtomicBool::new(false));
-        tokio::spawn(read_verdicts(reader, Arc::clone(&in_flight), Arc::clone(&dead), link));
-        ForwardConn { writer, in_flight, dead }
-    }
-}
-
-/// Reads the leader's verdicts in order, refusing what it refused; at the end of the
-/// connection, whatever is still in flight is unknown.
-async fn read_verdicts(
-    mut reader: OwnedReadHalf,
-    in_flight: InFlight,
-    dead: Arc<AtomicBool>,
-    link: ExecutorLink,
-) {
-    let why = loop {
-        match network::read_frame::<_, Response>(&mut reader).await {
-            Ok(Some(Response::Forward(verdict))) => {
-                let Some(ticket) = in_flight.lock().pop_front() else {
-                    break "the leader answered a proposal never sent".to_owned();
-                };
-                refuse(&link, ticket, verdict);
-            }
-            Ok(Some(_)) => break "the leader sent an answer of the wrong kind".to_owned(),
-            Ok(None) => break "the leader closed the connection".to_owned(),
-            Err(e) => break format!("lost the leader connection: {e}"),
-        }
-    };
-    dead.store(true, Ordering::Release);
-    fail_all(&in_flight, &link, &why);
-}
-
-fn fail_all(in_flight: &InFlight, link: &ExecutorLink, why: &str) {
-    let lost: Vec<Ticket> = in_flight.lock().drain(..).collect();
-    for ticket in lost {
-        refuse(link, ticket, Verdict::Unknown(why.to_owned()));
+        None
     }
 }
