@@ -323,15 +323,14 @@ impl<S, V> Executor<S, V> {
         }
     }
 
-    /// Answers (or runs) the parked jobs that have reached the front.
+    /// Answers (or runs) the parked calls and jobs whose turn has come.
     fn answer_parked(&mut self) {
         while let Some(parked) = self.log.as_mut().and_then(ReplicatedLane::pop_ready) {
             match parked {
-                Parked::Replicated { thread, conn, call, ran, .. } => {
-                    let call = call.expect("a ready call is back in its slot");
-                    self.finish_call(thread, conn, call, ran.unwrap_or_default());
+                Parked::Answered { thread, conn, call, effects } => {
+                    self.finish_call(thread, conn, call, effects);
                 }
-                Parked::Behind { thread, sent, job } => self.handle_now(thread, sent, job),
+                Parked::Run { thread, sent, job } => self.handle_now(thread, sent, job),
             }
         }
     }

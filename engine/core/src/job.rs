@@ -28,7 +28,7 @@ use crate::call::BoxedCall;
 
 /// A connection within one parser thread: slab key plus a serial that is never reused, so a
 /// reply for a connection that has since closed cannot reach its successor in the slot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct ConnId {
     pub(crate) key: u32,
     pub(crate) serial: u32,

@@ -1,13 +1,15 @@
-//! The executor's side of the replicated log: replicated calls wait, in arrival order, for
-//! their entry to come back committed; everything the executor takes after a waiting call
-//! waits behind it, so replies keep their order and a local command sees the effects of the
-//! replicated ones received before it.
+//! The executor's side of the replicated log: replicated calls wait for their entry to come
+//! back committed, and each connection's later in-band jobs wait behind its own waiting
+//! calls, so every connection's replies keep their order and a local command sees the
+//! effects of the replicated ones its connection sent before it. Connections never wait for
+//! each other: a proposal stuck on a hung leader holds the replies of its own callers only.
 //!
-//! Each waiting item has a position (a counter of everything parked). A proposal carries the
-//! calls of one run of consecutive replicated items, so `first_seq + k` is the position of
-//! its call `k`: when this member's entry is applied, the waiting call at that position runs
-//! right then (in log order, with the arguments it was decoded with); a refusal fails it.
-//! Entries of other members, or of this member's earlier runs, are replayed from the log.
+//! Replicated calls are numbered in arrival order (`seq`). A proposal carries consecutive
+//! calls, so `first_seq + k` is the number of its call `k`: when this member's entry is
+//! applied, the waiting call with that number runs right then (in log order, with the
+//! arguments it was decoded with); a refusal fails it. Entries of other members, or of this
+//! member's earlier runs, are replayed from the log. Jobs of no connection (events, shutdown,
+//! a parser thread's exit) wait until every call that arrived before them is answered.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -23,35 +25,56 @@ use crate::replication::{
     LogLink, LoggedCommand, MAX_PROPOSAL, Opened, Origin, Position, Proposal, ToLog, Verdict,
 };
 
-/// A job the executor took but cannot run or answer yet.
+/// A connection, across parser threads.
+pub(crate) type ConnKey = (usize, ConnId);
+
+/// A replicated call waiting for its entry.
+struct Waiting<S, V> {
+    conn: ConnKey,
+    sent: Instant,
+    /// Taken out only while it runs.
+    call: Option<BoxedCall<S, V>>,
+    /// Set once applied or refused: its reply may go once it reaches its connection's front.
+    ran: Option<Effects>,
+}
+
+/// What waits in a connection's queue.
+enum Item<S, V> {
+    /// The replicated call with this number.
+    Call(u64),
+    /// A job that is not replicated, behind a waiting call of its connection.
+    Job { sent: Instant, job: Job<S, V> },
+}
+
+/// Something ready to be answered or run, in its connection's order.
 pub(crate) enum Parked<S, V> {
-    /// A replicated call waiting for its entry (`ran` once applied or refused).
-    Replicated {
-        thread: usize,
-        conn: ConnId,
-        sent: Instant,
-        /// Taken out only while it runs.
-        call: Option<BoxedCall<S, V>>,
-        ran: Option<Effects>,
-    },
-    /// Anything else taken after a waiting call: runs when it reaches the front.
-    Behind { thread: usize, sent: Instant, job: Job<S, V> },
+    /// A replicated call, applied or refused, with the effects its handler asked for.
+    Answered { thread: usize, conn: ConnId, call: BoxedCall<S, V>, effects: Effects },
+    /// A job that waited behind calls and may run now.
+    Run { thread: usize, sent: Instant, job: Job<S, V> },
 }
 
 /// What [`ReplicatedLane::admit`] did with a job.
 pub(crate) enum Admitted<S, V> {
-    /// Nothing waits before it and it is not replicated: run it now.
+    /// Nothing it must follow is waiting and it is not replicated: run it now.
     RunNow(Job<S, V>),
     /// Parked (and, if replicated, added to the next proposal).
     Parked,
 }
 
-/// Parked jobs, and the proposal being gathered.
+/// Waiting calls, each connection's queue, and the proposal being gathered.
 pub(crate) struct ReplicatedLane<S, V> {
-    parked: VecDeque<Parked<S, V>>,
-    /// Position of `parked[0]`.
+    /// Calls by number from `front`; `None` once answered.
+    waiting: VecDeque<Option<Waiting<S, V>>>,
+    /// Number of `waiting[0]`.
     front: u64,
-    /// Calls gathered for the next proposal (consecutive positions from `first_seq`).
+    /// Per connection with a waiting call: its calls and later jobs, in arrival order.
+    queues: HashMap<ConnKey, VecDeque<Item<S, V>>>,
+    /// Connections whose queue front may have become ready.
+    touched: Vec<ConnKey>,
+    /// Jobs of no connection, each with the number of the first call after it.
+    control: VecDeque<(u64, usize, Instant, Job<S, V>)>,
+    /// Calls gathered for the next proposal (consecutive numbers from `first_seq`).
     gathering: Vec<LoggedCommand>,
     first_seq: u64,
     origin: Origin,
@@ -72,56 +95,73 @@ impl<S, V> ReplicatedLane<S, V> {
         snapshots: SnapshotForm<S, V>,
     ) -> Self {
         ReplicatedLane {
-            commands,
-            snapshots,
-            parked: VecDeque::new(),
+            waiting: VecDeque::new(),
             front: 0,
+            queues: HashMap::new(),
+            touched: Vec::new(),
+            control: VecDeque::new(),
             gathering: Vec::new(),
             first_seq: 0,
             origin: opened.origin,
             log: opened.log.clone(),
             names,
+            commands,
+            snapshots,
             position: opened.position.clone(),
         }
     }
 
-    fn next_position(&self) -> u64 {
-        self.front + self.parked.len() as u64
+    fn next_seq(&self) -> u64 {
+        self.front + self.waiting.len() as u64
     }
 
-    /// Takes a job: replicated calls and whatever comes after a waiting call are parked.
+    /// Takes a job: replicated calls, and whatever must follow a waiting call, are parked.
     pub(crate) fn admit(&mut self, thread: usize, sent: Instant, job: Job<S, V>) -> Admitted<S, V> {
-        let job = match job.work {
+        let key = (thread, job.conn);
+        match job.work {
             Work::Call(call) => match call.log_args() {
                 Some(args) => {
-                    if self.gathering.is_empty() {
-                        self.first_seq = self.next_position();
-                    }
-                    let name = self.names[call.command()].clone();
-                    self.gathering.push(LoggedCommand { name, args });
-                    let (conn, call) = (job.conn, Some(call));
-                    self.parked.push_back(Parked::Replicated {
-                        thread,
-                        conn,
-                        sent,
-                        call,
-                        ran: None,
-                    });
-                    if self.gathering.len() == MAX_PROPOSAL {
-                        self.propose();
-                    }
-                    return Admitted::Parked;
+                    self.park_call(key, sent, call, args);
+                    Admitted::Parked
                 }
-                None => Job { conn: job.conn, work: Work::Call(call) },
+                None => self.behind_own(key, sent, Job { conn: job.conn, work: Work::Call(call) }),
             },
-            work => Job { conn: job.conn, work },
-        };
-        if self.parked.is_empty() || matches!(job.work, Work::Replica(_)) {
-            return Admitted::RunNow(job);
+            Work::Replica(_) => Admitted::RunNow(job),
+            work @ (Work::Emit(_) | Work::Shutdown(_) | Work::ParserDone) => {
+                let job = Job { conn: job.conn, work };
+                if self.front == self.next_seq() {
+                    return Admitted::RunNow(job);
+                }
+                self.control.push_back((self.next_seq(), thread, sent, job));
+                Admitted::Parked
+            }
         }
-        self.propose();
-        self.parked.push_back(Parked::Behind { thread, sent, job });
-        Admitted::Parked
+    }
+
+    /// A replicated call: numbered, queued on its connection, added to the proposal.
+    fn park_call(&mut self, key: ConnKey, sent: Instant, call: BoxedCall<S, V>, args: String) {
+        let seq = self.next_seq();
+        if self.gathering.is_empty() {
+            self.first_seq = seq;
+        }
+        let name = self.names[call.command()].clone();
+        self.gathering.push(LoggedCommand { name, args });
+        self.waiting.push_back(Some(Waiting { conn: key, sent, call: Some(call), ran: None }));
+        self.queues.entry(key).or_default().push_back(Item::Call(seq));
+        if self.gathering.len() == MAX_PROPOSAL {
+            self.propose();
+        }
+    }
+
+    /// A job that is not replicated: behind its connection's waiting calls, if any.
+    fn behind_own(&mut self, key: ConnKey, sent: Instant, job: Job<S, V>) -> Admitted<S, V> {
+        match self.queues.get_mut(&key) {
+            Some(queue) => {
+                queue.push_back(Item::Job { sent, job });
+                Admitted::Parked
+            }
+            None => Admitted::RunNow(job),
+        }
     }
 
     /// Sends the calls gathered so far as one proposal.
@@ -138,32 +178,35 @@ impl<S, V> ReplicatedLane<S, V> {
         }
     }
 
-    fn slot(&mut self, origin: Origin, seq: u64) -> Option<&mut Parked<S, V>> {
-        if origin != self.origin || seq < self.front {
-            return None;
-        }
-        self.parked.get_mut((seq - self.front) as usize)
+    fn slot(&mut self, seq: u64) -> Option<&mut Waiting<S, V>> {
+        let index = seq.checked_sub(self.front)?;
+        self.waiting.get_mut(usize::try_from(index).ok()?)?.as_mut()
     }
 
-    /// Takes out the waiting call at `seq` to run it, if `origin` is this run and it has not
-    /// run yet; [`ReplicatedLane::ran`] puts it back.
+    /// Takes out the waiting call numbered `seq` to run it, if `origin` is this run and it
+    /// has not run yet; [`ReplicatedLane::ran`] puts it back.
     pub(crate) fn take_waiting(
         &mut self,
         origin: Origin,
         seq: u64,
     ) -> Option<(Instant, BoxedCall<S, V>)> {
-        match self.slot(origin, seq)? {
-            Parked::Replicated { call, ran: None, sent, .. } => Some((*sent, call.take()?)),
-            _ => None,
+        if origin != self.origin {
+            return None;
         }
+        let slot = self.slot(seq)?;
+        if slot.ran.is_some() {
+            return None;
+        }
+        Some((slot.sent, slot.call.take()?))
     }
 
-    /// Puts back the call at `seq`, run, with the effects its handler asked for.
+    /// Puts back the call numbered `seq`, run, with the effects its handler asked for.
     pub(crate) fn ran(&mut self, seq: u64, done: BoxedCall<S, V>, effects: Effects) {
-        let origin = self.origin;
-        if let Some(Parked::Replicated { call, ran, .. }) = self.slot(origin, seq) {
-            *call = Some(done);
-            *ran = Some(effects);
+        if let Some(slot) = self.slot(seq) {
+            slot.call = Some(done);
+            slot.ran = Some(effects);
+            let conn = slot.conn;
+            self.touched.push(conn);
         }
     }
 
@@ -190,18 +233,61 @@ impl<S, V> ReplicatedLane<S, V> {
     pub(crate) fn forget_waiting(&mut self, why: &str) {
         let verdict = Verdict::Unknown(why.to_owned());
         // Calls still being gathered are not proposed yet: their entries are all to come.
-        let end = if self.gathering.is_empty() { self.next_position() } else { self.first_seq };
+        let end = if self.gathering.is_empty() { self.next_seq() } else { self.first_seq };
         self.refuse(self.front, (end - self.front) as usize, &verdict);
     }
 
-    /// The front job if it can be answered or run now.
+    /// The next reply or job whose turn has come: the front of a connection whose front call
+    /// has run, or a job of no connection once every call before it is answered.
     pub(crate) fn pop_ready(&mut self) -> Option<Parked<S, V>> {
-        match self.parked.front()? {
-            Parked::Replicated { ran: None, .. } => None,
-            _ => {
-                self.front += 1;
-                self.parked.pop_front()
+        while let Some(&key) = self.touched.last() {
+            match self.pop_front_of(key) {
+                Some(ready) => return Some(ready),
+                None => {
+                    self.touched.pop();
+                }
             }
+        }
+        self.trim();
+        match self.control.front() {
+            Some((before, ..)) if *before <= self.front => {
+                let (_, thread, sent, job) = self.control.pop_front().expect("checked");
+                Some(Parked::Run { thread, sent, job })
+            }
+            _ => None,
+        }
+    }
+
+    /// Pops `key`'s front if its turn has come.
+    fn pop_front_of(&mut self, key: ConnKey) -> Option<Parked<S, V>> {
+        let queue = self.queues.get_mut(&key)?;
+        if let Item::Call(seq) = queue.front()? {
+            let index = usize::try_from(seq - self.front).ok()?;
+            if self.waiting.get(index)?.as_ref().is_none_or(|w| w.ran.is_none()) {
+                return None;
+            }
+        }
+        let ready = match queue.pop_front()? {
+            Item::Call(seq) => {
+                let index = usize::try_from(seq - self.front).ok()?;
+                let waiting = self.waiting.get_mut(index)?.take()?;
+                let call = waiting.call.expect("a call that ran is back in its slot");
+                let effects = waiting.ran.unwrap_or_default();
+                Parked::Answered { thread: key.0, conn: key.1, call, effects }
+            }
+            Item::Job { sent, job } => Parked::Run { thread: key.0, sent, job },
+        };
+        if queue.is_empty() {
+            self.queues.remove(&key);
+        }
+        Some(ready)
+    }
+
+    /// Drops answered calls from the front of the numbering.
+    fn trim(&mut self) {
+        while let Some(None) = self.waiting.front() {
+            self.waiting.pop_front();
+            self.front += 1;
         }
     }
 }
