@@ -61,14 +61,13 @@ WARMUP_ACKS = 100  # every client served a few times before the first fault
 class Fault:
     kind: str
     node: int
-    was_leader: bool
+    role: str  # "leader", "follower", or "leaderless" if no leader was agreed at the start
     start: float
     heal: float | None = None
     back: float | None = None  # heal done: resumed, rules removed, or restarted and listening
 
     def describe(self):
-        return "%s member %d %s" % ("leader" if self.was_leader else "follower", self.node,
-                                    self.kind)
+        return "%s member %d %s" % (self.role, self.node, self.kind)
 
 
 class Probe(threading.Thread):
@@ -173,7 +172,9 @@ class FaultRun:
         return Figures.agreed(views, sorted(self.cluster.members), everyone=False)
 
     def inject(self, kind, member):
-        fault = Fault(kind, member.node, member.node == self.viewed_leader(), time.monotonic())
+        leader = self.viewed_leader()
+        role = "leaderless" if leader is None else "leader" if leader == member.node else "follower"
+        fault = Fault(kind, member.node, role, time.monotonic())
         self.faults.append(fault)
         if kind == PAUSE:
             member.engine.proc.send_signal(signal.SIGSTOP)

@@ -30,7 +30,7 @@ import os
 import pytest
 
 import netns
-from fault_run import CUT, KILL, PAUSE, FaultRun
+from fault_run import CUT, KILL, PAUSE, FaultRun, seconds
 
 FAULT_S = 4.0  # the fault length: longer than an election and the 3-s patience
 AFTER_HEAL_S = 2.5  # longer than LEADERLESS_AFTER_HEAL_S, so a longer stretch shows in full
@@ -126,7 +126,7 @@ def check(name, figures):
                 ("leaderless after heal", figures.leaderless_after_heal(f),
                  LEADERLESS_AFTER_HEAL_S)):
             if value > bound:
-                misses.append("%s: %s %.2f s > %.1f s" % (f.describe(), what, value, bound))
+                misses.append("%s: %s %s > %.1f s" % (f.describe(), what, seconds(value), bound))
     for node, slowest in figures.oob_max().items():
         if slowest > OOB_BOUND_S:
             misses.append("member %d: an OOB answer took %.1f ms > %.0f ms"
