@@ -54,7 +54,11 @@ done
             on && /^    [a-z]+ member / { print; next } { on = 0 }' "$OUT"/run-*.txt
         echo
     done
-    echo "## missed targets"
-    grep -h -E "^E   (AssertionError: |  )" "$OUT"/run-*.txt | sed -E 's/^E   (AssertionError: )?//'
+    for run in "$OUT"/run-*.txt; do
+        echo "## missed targets, $(basename "$run" .txt)"
+        grep -E "^E   (AssertionError: |  )" "$run" | sed -E 's/^E   (AssertionError: )?//'
+        tail -2 "$run"
+        echo
+    done
 } >"$OUT/summary.txt"
 cat "$OUT/summary.txt" >&2
