@@ -208,9 +208,8 @@ class FaultRun:
         self.probes_stop.set()
         for p in self.probes:
             p.join(PROBE_TIMEOUT + 5)
-        final = self.cluster.wait_converged()
+        self.cluster.wait_converged()
         finals = {m.node: m.counter() for m in self.cluster.live()}
-        assert final in finals.values()
         errors = ["%s: %s" % (t.name, t.error) for t in self.clients + self.probes
                   if t.error is not None or t.is_alive()]
         errors += ["unexpected reply %r" % (r,) for r in self.tally.odd[:3]]
