@@ -3,7 +3,9 @@
 # integration tests (in-process engines, real sockets, the engine binary), then the
 # interoperability tests with real third-party Python clients (qemu.qmp, qmp-shell, ovs),
 # loadgen against a real ovsdb-server Raft cluster, a real Prometheus scraping the engine,
-# and the differential check against QEMU's recorded replies (tests/interop/README.md).
+# the cluster's kill -9 torture and fault tests (pauses and network partitions between
+# namespaces: root only, about a minute and a half), and the differential check against
+# QEMU's recorded replies (tests/interop/README.md).
 # This is the README's test command and what CI runs. Needs cargo and python3 (with venv);
 # the Python packages go into .venv/.
 set -euo pipefail

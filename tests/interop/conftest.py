@@ -1,4 +1,4 @@
-"""Fixtures for the interoperability tests: start the real `engine` binary.
+"""Fixtures for the interoperability tests: start the real `ooblane` binary.
 
 The binary is target/debug/ooblane (built by `cargo build -p ooblane-server`, which tests/run.sh
 does); override with ENGINE_BIN. Every wait is bounded.
@@ -45,11 +45,13 @@ class Engine:
 
     `qmp` / `jsonrpc`: {"tcp": (host, port), "unix": path} as printed by the engine
     (one entry per transport; tests here use at most one listener per transport).
+    `wrap` prefixes the command line with a program that execs the engine in place (`ip
+    netns exec NS`), so the process is still the engine's.
     """
 
-    def __init__(self, qmp=(), jsonrpc=(), workdir=None, extra_args=(), metrics=False):
+    def __init__(self, qmp=(), jsonrpc=(), workdir=None, extra_args=(), metrics=False, wrap=()):
         self.workdir = workdir or tempfile.mkdtemp(prefix="eng-")
-        self.argv = [ENGINE_BIN, "--threads", "2", "--no-pin"]
+        self.argv = list(wrap) + [ENGINE_BIN, "--threads", "2", "--no-pin"]
         for a in qmp:
             self.argv += ["--qmp", a]
         for a in jsonrpc:

@@ -10,7 +10,8 @@ unique cluster-wide and the final counter says how many adds were applied. For e
 - no acknowledged value appears twice, and each is <= the final counter;
 - final counter == acknowledged + k, 0 <= k <= unknown-outcome replies + lost requests (a
   "not executed" reply must really mean not executed);
-- every member ends with the same `applied` index and the same counter.
+- every member ends with the same `applied` index and the same counter;
+- the history of every add (invoke, completion, outcome) is linearizable (history.py).
 
 Clients whose member is killed reconnect to the next member of their list and go on (as an
 OVSDB client with several remotes does); the durable single node has no other member, so its
@@ -28,18 +29,17 @@ applied one by one, so the calls (and every in-band request behind them) waited 
 engine now fails such calls with "outcome unknown" when it installs a snapshot; the test
 accepts those replies and checks the accounting as everywhere else.
 
-The engine is target/debug/ooblane (or $ENGINE_BIN),
-loadgen target/debug/loadgen (or $LOADGEN_BIN). Every wait is bounded; every process is
-killed at teardown.
+The members, the recording clients and the waits live in cluster_harness.py (shared with the
+partition and pause tests of test_faults.py). The engine is target/debug/ooblane (or
+$ENGINE_BIN), loadgen target/debug/loadgen (or $LOADGEN_BIN). Every wait is bounded; every
+process is killed at teardown.
 """
 
 import collections
 import json
 import os
-import select
 import signal
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -47,167 +47,14 @@ import time
 
 import pytest
 
-from conftest import ROOT, Engine, free_port
+import history
+from cluster_harness import (ADD, CONVERGE_TIMEOUT, REPLY_TIMEOUT, AddClient, Cluster, Member,
+                             Qmp, Tally, finish, wait_for_acks)
+from conftest import ROOT
 
 LOADGEN_BIN = os.environ.get("LOADGEN_BIN", os.path.join(ROOT, "target", "debug", "loadgen"))
 
-FORM_TIMEOUT = 15.0  # three debug engines electing a first leader
-CONVERGE_TIMEOUT = 15.0  # a restarted member replaying its log and catching up
-REPLY_TIMEOUT = 15.0  # > 3 s leader patience + 3 s commit deadline, with room for a slow CI
-PROGRESS_TIMEOUT = 15.0  # for a run to reach its next milestone
-WINDOW = 16  # counter-adds in flight per client connection
 SNAPSHOT_ADDS = 1500  # > 1,000 entries kept after a snapshot + 100 between snapshots
-ADD = {"delta": 1}
-
-
-class Qmp:
-    """A negotiated QMP connection (oob enabled) with line framing."""
-
-    def __init__(self, port, timeout=5.0):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = b""
-        greeting = self.read(timeout)
-        assert "oob" in greeting["QMP"]["capabilities"], greeting
-        self.send({"execute": "qmp_capabilities", "arguments": {"enable": ["oob"]}})
-        assert self.read(timeout) == {"return": {}}
-
-    def send(self, msg):
-        self.sock.sendall(json.dumps(msg).encode() + b"\n")
-
-    def read(self, timeout):
-        """The next message; None if nothing came within `timeout`; EOFError at the end."""
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self.buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            ready, _, _ = select.select([self.sock], [], [], left)
-            if not ready:
-                continue
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError("connection closed")
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
-        return json.loads(line)
-
-    def call(self, cmd, args=None, oob=False, timeout=REPLY_TIMEOUT):
-        """One request, its reply (events skipped); fails the test if none comes in time."""
-        msg = {"exec-oob" if oob else "execute": cmd, "id": "c-%s" % cmd}
-        if args is not None:
-            msg["arguments"] = args
-        self.send(msg)
-        deadline = time.monotonic() + timeout
-        while True:
-            reply = self.read(max(0.0, deadline - time.monotonic()))
-            assert reply is not None, "no reply to %s within %.0f s" % (cmd, timeout)
-            if "event" not in reply:
-                assert reply.get("id") == msg["id"], reply
-                return reply
-
-    def close(self):
-        self.sock.close()
-
-
-def ask(port, cmd, oob=True, timeout=5.0):
-    """`cmd`'s return value from the member on `port`, on a connection of its own."""
-    q = Qmp(port, timeout)
-    try:
-        reply = q.call(cmd, oob=oob, timeout=timeout)
-    finally:
-        q.close()
-    assert "return" in reply, reply
-    return reply["return"]
-
-
-class Member:
-    """One engine of a cluster (or the durable single node): fixed ports and data dir, so a
-    restart uses exactly the same flags."""
-
-    def __init__(self, workdir, node, cluster_arg, snapshot_every=None):
-        self.node = node
-        self.workdir = workdir
-        self.port = free_port()
-        self.data = os.path.join(workdir, "data-%d" % node)
-        self.args = ["--data", self.data]
-        if cluster_arg:
-            self.args += ["--cluster", cluster_arg, "--node", str(node)]
-        if snapshot_every:
-            self.args += ["--snapshot-every", str(snapshot_every)]
-        self.engine = None
-
-    def start(self):
-        self.engine = Engine(qmp=["tcp:127.0.0.1:%d" % self.port], workdir=self.workdir,
-                             extra_args=self.args)
-        return self
-
-    def kill9(self):
-        self.engine.kill()
-
-    def alive(self):
-        return self.engine is not None and self.engine.returncode is None
-
-    def status(self):
-        return ask(self.port, "query-cluster")
-
-    def log_text(self):
-        """Everything this start of the engine wrote to stderr (its tracing log)."""
-        with open(self.engine.stderr_path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-
-    def counter(self):
-        return ask(self.port, "query-counter")["value"]
-
-
-class Cluster:
-    def __init__(self, size=3, snapshot_every=None):
-        self.workdir = tempfile.mkdtemp(prefix="cluster-")
-        raft = {n: free_port() for n in range(1, size + 1)}
-        arg = ",".join("%d=tcp:127.0.0.1:%d" % (n, p) for n, p in raft.items())
-        self.members = {n: Member(self.workdir, n, arg, snapshot_every) for n in raft}
-
-    def start(self):
-        for m in self.members.values():
-            m.start()
-        self.wait_for_leader()
-        return self
-
-    def live(self):
-        return [m for m in self.members.values() if m.alive()]
-
-    def wait_for_leader(self, timeout=FORM_TIMEOUT):
-        """The member every live member names as leader, once it says it leads (bounded)."""
-        deadline = time.monotonic() + timeout
-        statuses = []
-        while time.monotonic() < deadline:
-            statuses = [m.status() for m in self.live()]
-            leaders = {s["leader"] for s in statuses}
-            if len(leaders) == 1 and None not in leaders:
-                leader = self.members[leaders.pop()]
-                if leader.alive() and leader.status()["role"] == "leader":
-                    return leader
-            time.sleep(0.05)
-        raise TimeoutError("no agreed leader within %.0f s: %r" % (timeout, statuses))
-
-    def wait_converged(self, timeout=CONVERGE_TIMEOUT):
-        """Until every live member reports the same applied index and counter (bounded);
-        returns the counter."""
-        deadline = time.monotonic() + timeout
-        seen = None
-        while time.monotonic() < deadline:
-            seen = [(m.node, m.status()["applied"], m.counter()) for m in self.live()]
-            if len({(a, c) for _, a, c in seen}) == 1:
-                return seen[0][2]
-            time.sleep(0.05)
-        raise AssertionError("members did not converge within %.0f s: (node, applied, counter) %r"
-                             % (timeout, seen))
-
-    def teardown(self):
-        for m in self.members.values():
-            if m.engine is not None:
-                m.engine.kill()
-        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -217,143 +64,6 @@ def cluster():
         yield c.start()
     finally:
         c.teardown()
-
-
-class Tally:
-    """What the clients of one run saw, shared between their threads."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.acked = []  # (value, sent_at, answered_at)
-        self.not_executed = 0
-        self.unknown = 0
-        self.lost = 0  # in flight on a connection that died
-        self.sent = 0
-        self.odd = []  # replies that are none of the above (must stay empty)
-        self.missing = 0  # no reply on a live connection before the drain bound
-
-    def values(self):
-        with self.lock:
-            return [v for v, _, _ in self.acked]
-
-    def count(self):
-        with self.lock:
-            return len(self.acked)
-
-    def summary(self, name, final):
-        return ("%s: sent %d, acks %d, not-executed %d, unknown %d, lost %d, final %d (k = %d)"
-                % (name, self.sent, len(self.acked), self.not_executed, self.unknown,
-                   self.lost, final, final - len(self.acked)))
-
-
-class AddClient(threading.Thread):
-    """Pipelines `counter-add` (WINDOW in flight, unique ids) to `ports[0]`; if the
-    connection dies, counts what was in flight as lost and moves on to the next port (none
-    left: stops). After `stop` it sends nothing more and drains the replies owed (bounded)."""
-
-    def __init__(self, name, ports, tally, stop, window=WINDOW, limit=None,
-                 reply_timeout=REPLY_TIMEOUT):
-        super().__init__(name=name, daemon=True)
-        self.reply_timeout = reply_timeout
-        self.ports = collections.deque(ports)
-        self.tally = tally
-        self.stop = stop
-        self.window = window
-        self.limit = limit  # stop by itself after this many requests
-        self.next_id = 0
-        self.error = None
-        self.reconnects = 0
-
-    def run(self):
-        try:
-            self._run()
-        except BaseException as e:  # reported by the test, never swallowed
-            self.error = e
-
-    def _run(self):
-        while self.ports:
-            try:
-                conn = Qmp(self.ports[0])
-            except OSError:
-                self.ports.popleft()  # that member is down: try the next
-                continue
-            if self._serve(conn):
-                return
-            self.reconnects += 1
-            self.ports.popleft()  # the dead member: not tried again
-
-    def _done_sending(self):
-        return self.stop.is_set() or (self.limit is not None and self.next_id >= self.limit)
-
-    def _serve(self, conn):
-        """Runs one connection; True when the run is over, False if the connection died."""
-        in_flight = {}  # id -> sent_at
-        drain_deadline = None
-        try:
-            while True:
-                while not self._done_sending() and len(in_flight) < self.window:
-                    rid = "%s-%d" % (self.name, self.next_id)
-                    self.next_id += 1
-                    in_flight[rid] = time.monotonic()
-                    conn.send({"execute": "counter-add", "arguments": ADD, "id": rid})
-                    with self.tally.lock:
-                        self.tally.sent += 1
-                if self._done_sending():
-                    if not in_flight:
-                        return True
-                    drain_deadline = drain_deadline or time.monotonic() + self.reply_timeout
-                    if time.monotonic() > drain_deadline:
-                        with self.tally.lock:
-                            self.tally.missing += len(in_flight)
-                        return True
-                reply = conn.read(self.reply_timeout)
-                if reply is None:
-                    raise AssertionError("%s: no reply for %.0f s with %d in flight"
-                                         % (self.name, self.reply_timeout, len(in_flight)))
-                self._record(reply, in_flight)
-        except (EOFError, ConnectionError):
-            with self.tally.lock:
-                self.tally.lost += len(in_flight)
-            return False
-        finally:
-            conn.close()
-
-    def _record(self, reply, in_flight):
-        if "event" in reply:
-            return
-        sent_at = in_flight.pop(reply.get("id"), None)
-        with self.tally.lock:
-            if sent_at is None:
-                self.tally.odd.append(("unknown or duplicate id", reply))
-            elif "return" in reply:
-                self.tally.acked.append((reply["return"]["value"], sent_at, time.monotonic()))
-            else:
-                desc = reply.get("error", {}).get("desc", "")
-                if desc.startswith("not executed"):
-                    self.tally.not_executed += 1
-                elif desc.startswith("outcome unknown"):
-                    self.tally.unknown += 1
-                else:
-                    self.tally.odd.append(("unexpected reply", reply))
-
-
-def wait_for_acks(tally, at_least, clients, timeout=PROGRESS_TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while tally.count() < at_least:
-        errors = [c.error for c in clients if c.error is not None]
-        assert not errors, errors
-        assert time.monotonic() < deadline, "only %d of %d acks within %.0f s" % (
-            tally.count(), at_least, timeout)
-        time.sleep(0.02)
-
-
-def finish(clients, stop):
-    stop.set()
-    for c in clients:
-        c.join(c.reply_timeout + 5)
-        assert not c.is_alive(), "client %s did not finish" % c.name
-        if c.error is not None:
-            raise c.error
 
 
 def check_accounting(tally, final):
@@ -370,6 +80,8 @@ def check_accounting(tally, final):
     assert 0 <= k <= tally.unknown + tally.lost, (
         "final %d, %d acks: %d applied without an ack, but only %d unknown + %d lost"
         % (final, len(values), k, tally.unknown, tally.lost))
+    verdict = history.check(tally.history(), {"final": final})
+    assert verdict.ok, str(verdict)
     return k
 
 
@@ -388,7 +100,7 @@ def torture(cluster, victim_role):
     clients = []
     for i, n in enumerate(nodes):
         order = nodes[i:] + nodes[:i]  # own member first, then the others
-        clients.append(AddClient("m%d" % n, [cluster.members[x].port for x in order], tally, stop))
+        clients.append(AddClient("m%d" % n, [cluster.members[x] for x in order], tally, stop))
     for c in clients:
         c.start()
     try:
@@ -432,7 +144,7 @@ def test_durable_single_node_kill_and_restarts():
     try:
         node.start()
         tally, stop = Tally(), threading.Event()
-        client = AddClient("d", [node.port], tally, stop, window=32)
+        client = AddClient("d", [node], tally, stop, window=32)
         client.start()
         try:
             wait_for_acks(tally, 500, [client])
@@ -447,14 +159,14 @@ def test_durable_single_node_kill_and_restarts():
         print("\n" + tally.summary("durable single node kill -9", final))
         # A graceful stop and a second replay of the same log give the same state, and the
         # next add follows on from it.
-        q = Qmp(node.port)
+        q = Qmp(node.addr)
         assert q.call("quit") == {"return": {}, "id": "c-quit"}
         q.close()
         assert node.engine.proc.wait(timeout=15) == 0, node.engine.stderr_text()
         node.engine.kill()
         node.start()
         assert node.counter() == final
-        q = Qmp(node.port)
+        q = Qmp(node.addr)
         assert q.call("counter-add", ADD) == {"return": {"value": final + 1}, "id": "c-counter-add"}
         q.close()
         assert k <= tally.lost
@@ -467,7 +179,7 @@ def test_durable_single_node_kill_and_restarts():
 @pytest.mark.parametrize("survivor_role", ["leader", "follower"])
 def test_minority_refuses_while_oob_answers(cluster, survivor_role):
     leader = cluster.wait_for_leader()
-    q = Qmp(leader.port)
+    q = Qmp(leader.addr)
     assert q.call("counter-add", ADD)["return"] == {"value": 1}
     q.close()
     followers = [m for m in cluster.live() if m is not leader]
@@ -481,7 +193,7 @@ def test_minority_refuses_while_oob_answers(cluster, survivor_role):
     for m in cluster.live():
         if m is not survivor:
             m.kill9()
-    conn = Qmp(survivor.port)
+    conn = Qmp(survivor.addr)
     started = time.monotonic()
     conn.send({"execute": "counter-add", "arguments": ADD, "id": "add"})
     oob_times, verdict, i = [], None, 0
@@ -527,7 +239,7 @@ def test_stopped_member_catches_up_from_a_snapshot():
         # snapshot (openraft's max_in_snapshot_log_to_keep, 1,000, + --snapshot-every), so it
         # cannot catch up from the log alone.
         tally, stop = Tally(), threading.Event()
-        client = AddClient("s", [leader.port], tally, stop, window=1, limit=SNAPSHOT_ADDS)
+        client = AddClient("s", [leader], tally, stop, window=1, limit=SNAPSHOT_ADDS)
         client.start()
         client.join(60)
         finish([client], stop)
@@ -612,10 +324,10 @@ def test_follower_paused_past_a_snapshot_answers_every_request():
         paused = next(m for m in cluster.live() if m is not leader)
         tally, stop = Tally(), threading.Event()
         # Its replies wait out the pause (a few seconds of the leader's work).
-        on_paused = AddClient("p", [paused.port], tally, stop, reply_timeout=30)
+        on_paused = AddClient("p", [paused], tally, stop, reply_timeout=30)
         on_paused.start()
         busy, busy_stop = Tally(), threading.Event()
-        on_leader = AddClient("l", [leader.port], busy, busy_stop, window=1,
+        on_leader = AddClient("l", [leader], busy, busy_stop, window=1,
                               limit=SNAPSHOT_ADDS)
         try:
             wait_for_acks(tally, 100, [on_paused])
@@ -638,11 +350,7 @@ def test_follower_paused_past_a_snapshot_answers_every_request():
         final = cluster.wait_converged()
         for t in (tally, busy):
             assert t.lost == 0 and t.missing == 0 and t.odd == []
-        both = Tally()
-        both.acked = tally.acked + busy.acked
-        both.sent = tally.sent + busy.sent
-        both.not_executed = tally.not_executed + busy.not_executed
-        both.unknown = tally.unknown + busy.unknown
+        both = Tally.merged(tally, busy)
         check_accounting(both, final)
         snapshots = {m.node: m.status()["snapshot"] for m in cluster.live()}
         installed = "snapshot installed" in paused.log_text()
