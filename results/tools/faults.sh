@@ -20,7 +20,7 @@ if [[ -e $OUT ]]; then
     exit 1
 fi
 if [[ ! -x $ENGINE ]]; then
-    echo "no engine at $ENGINE (cargo build --release -p ooblane)" >&2
+    echo "no engine at $ENGINE (cargo build --release -p ooblane-server)" >&2
     exit 1
 fi
 mkdir -p "$OUT"

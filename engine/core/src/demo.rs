@@ -4,8 +4,9 @@
 //!
 //! In-band handlers run on the executor; `ping`, `query-counter`, `release`, `query-stats`
 //! and `query-cluster` are allow-oob and must never block. `counter-add` is the one
-//! replicated command (it changes the state); the other in-band commands run on this member
-//! only. `query-qmp-schema` (QMP introspection)
+//! replicated command (it changes the state); `query-counter` sent in-band is a
+//! linearizable read; `cluster-remove-member` is handed to the replicated log; the other
+//! in-band commands run on this member only. `query-qmp-schema` (QMP introspection)
 //! and `rpc.discover` (OpenRPC) answer from the registry's own recorded schemas; the one
 //! event the set emits by itself, `SHUTDOWN`, is declared so introspection lists it. `stall`/`release` reproduce QEMU's own
 //! OOB test: a blocked executor, and an OOB command that must still answer.
@@ -179,7 +180,7 @@ pub fn registry() -> Registry<DemoState, DemoShared> {
             exec.ctx().shared().counter.store(value, Ordering::Release);
             Ok(CounterValue { value })
         })
-        .allow_oob("query-counter", |ctx, _: NoArgs| {
+        .allow_oob_read("query-counter", |ctx, _: NoArgs| {
             Ok(CounterValue { value: ctx.shared().counter.load(Ordering::Acquire) })
         })
         .inband_local("stall", |exec, args: StallArgs| {
@@ -209,6 +210,7 @@ pub fn registry() -> Registry<DemoState, DemoShared> {
         .inband_local(DISCOVER, |exec, _: NoArgs| -> Result<OpenRpc, _> {
             Ok(exec.ctx().openrpc().clone())
         })
+        .cluster_admin()
         .event::<ShutdownData>("SHUTDOWN")
         .inband_local("emit-event", |exec, args: EmitEventArgs| {
             exec.emit_event(args.event, args.data.map(serde_json::Value::Object));

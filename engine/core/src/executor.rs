@@ -270,6 +270,8 @@ impl<S, V> Executor<S, V> {
             ToExecutor::Refuse { first_seq, count, verdict } => {
                 log.refuse(first_seq, count, &verdict);
             }
+            ToExecutor::ReadDone { barrier, result } => log.read_done(barrier, result),
+            ToExecutor::AdminDone { ticket, result } => log.admin_done(ticket, result),
             ToExecutor::Save { done } => {
                 let saved = (log.snapshots.save)(&self.state);
                 done(saved.map(|state| (state, log.position.clone())));
@@ -376,7 +378,7 @@ impl<S, V> Executor<S, V> {
 
     fn end_round(&mut self) {
         if let Some(log) = &mut self.log {
-            log.propose();
+            log.end_round();
             // A proposal the stopped log refused has failed its calls: answer them.
             self.answer_parked();
         }

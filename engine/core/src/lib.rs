@@ -95,7 +95,7 @@ pub use ooblane_wire::{
     Address, CommandError, Empty, ErrorClass, NoArgs, VersionInfo, VersionTriple,
 };
 pub use openrpc::{DISCOVER, OpenRpc};
-pub use registry::{Lane, Registry};
+pub use registry::{Lane, Registry, RemoveMemberArgs};
 pub use replication::{ClusterStatus, MemberProgress, ReplicatedLog};
 pub use scrape::{Buckets, Routed, Scrape};
 pub use server::{Server, ServerHandle, ShutdownTrigger};

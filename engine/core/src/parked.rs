@@ -10,6 +10,11 @@
 //! arguments it was decoded with); a refusal fails it. Entries of other members, or of this
 //! member's earlier runs, are replayed from the log. Jobs of no connection (events, shutdown,
 //! a parser thread's exit) wait until every call that arrived before them is answered.
+//!
+//! Two more kinds of call wait in their connection's queue: linearizable reads, behind a
+//! read barrier that the log releases once this member has applied everything committed
+//! before it (one barrier for all the reads of an executor round), and administrative calls
+//! (`cluster-remove-member`), which run once the log says the change is done.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -20,9 +25,10 @@ use ooblane_wire::CommandError;
 use crate::call::BoxedCall;
 use crate::exec::Effects;
 use crate::job::{ConnId, Job, Work};
-use crate::registry::{Command, SnapshotForm};
+use crate::registry::{Command, Route, SnapshotForm};
 use crate::replication::{
-    LogLink, LoggedCommand, MAX_PROPOSAL, Opened, Origin, Position, Proposal, ToLog, Verdict,
+    AdminRequest, LogLink, LoggedCommand, MAX_PROPOSAL, Opened, Origin, Position, Proposal, ToLog,
+    Verdict,
 };
 
 /// A connection, across parser threads.
@@ -44,6 +50,19 @@ enum Item<S, V> {
     Call(u64),
     /// A job that is not replicated, behind a waiting call of its connection.
     Job { sent: Instant, job: Job<S, V> },
+    /// A linearizable read, behind this read barrier.
+    Read { barrier: u64, sent: Instant, job: Job<S, V> },
+    /// An administrative call, until the log answers this ticket.
+    Admin { ticket: u64, sent: Instant, job: Job<S, V> },
+}
+
+/// Reads or an administrative call waiting for the log's answer, and the connections they
+/// wait in.
+#[derive(Default)]
+struct Gate {
+    conns: Vec<ConnKey>,
+    /// The log's answer, once it came.
+    result: Option<Result<(), String>>,
 }
 
 /// Something ready to be answered or run, in its connection's order.
@@ -74,6 +93,15 @@ pub(crate) struct ReplicatedLane<S, V> {
     touched: Vec<ConnKey>,
     /// Jobs of no connection, each with the number of the first call after it.
     control: VecDeque<(u64, usize, Instant, Job<S, V>)>,
+    /// Read barriers asked for or being gathered, by number.
+    barriers: HashMap<u64, Gate>,
+    /// The barrier this round's reads wait behind (asked for at the end of the round).
+    next_barrier: u64,
+    /// Administrative calls waiting for the log, by ticket.
+    admins: HashMap<u64, Gate>,
+    next_ticket: u64,
+    /// Each command's route, by registration index.
+    routes: Vec<Route>,
     /// Calls gathered for the next proposal (consecutive numbers from `first_seq`).
     gathering: Vec<LoggedCommand>,
     first_seq: u64,
@@ -91,6 +119,7 @@ impl<S, V> ReplicatedLane<S, V> {
     pub(crate) fn new(
         opened: &Opened,
         names: Vec<String>,
+        routes: Vec<Route>,
         commands: Arc<HashMap<String, Command<S, V>>>,
         snapshots: SnapshotForm<S, V>,
     ) -> Self {
@@ -100,6 +129,11 @@ impl<S, V> ReplicatedLane<S, V> {
             queues: HashMap::new(),
             touched: Vec::new(),
             control: VecDeque::new(),
+            barriers: HashMap::new(),
+            next_barrier: 0,
+            admins: HashMap::new(),
+            next_ticket: 0,
+            routes,
             gathering: Vec::new(),
             first_seq: 0,
             origin: opened.origin,
@@ -119,12 +153,32 @@ impl<S, V> ReplicatedLane<S, V> {
     pub(crate) fn admit(&mut self, thread: usize, sent: Instant, job: Job<S, V>) -> Admitted<S, V> {
         let key = (thread, job.conn);
         match job.work {
-            Work::Call(call) => match call.log_args() {
-                Some(args) => {
+            Work::Call(call) => match self.routes[call.command()] {
+                Route::Replicated => {
+                    let args = call.log_args().expect("a replicated call logs its arguments");
                     self.park_call(key, sent, call, args);
                     Admitted::Parked
                 }
-                None => self.behind_own(key, sent, Job { conn: job.conn, work: Work::Call(call) }),
+                Route::Local => {
+                    self.behind_own(key, sent, Job { conn: job.conn, work: Work::Call(call) })
+                }
+                Route::Read => {
+                    self.park_read(key, sent, Job { conn: job.conn, work: Work::Call(call) });
+                    Admitted::Parked
+                }
+                Route::Admin(decode) => {
+                    let request = match call.log_args() {
+                        Some(args) => decode(&args).map_err(|why| format!("bad arguments: {why}")),
+                        None => Err("no arguments".to_owned()),
+                    };
+                    self.park_admin(
+                        key,
+                        sent,
+                        request,
+                        Job { conn: job.conn, work: Work::Call(call) },
+                    );
+                    Admitted::Parked
+                }
             },
             Work::Replica(_) => Admitted::RunNow(job),
             work @ (Work::Emit(_) | Work::Shutdown(_) | Work::ParserDone) => {
@@ -161,6 +215,66 @@ impl<S, V> ReplicatedLane<S, V> {
                 Admitted::Parked
             }
             None => Admitted::RunNow(job),
+        }
+    }
+
+    /// A linearizable read: behind this round's barrier, and its connection's calls.
+    fn park_read(&mut self, key: ConnKey, sent: Instant, job: Job<S, V>) {
+        let barrier = self.next_barrier;
+        self.barriers.entry(barrier).or_default().conns.push(key);
+        self.queues.entry(key).or_default().push_back(Item::Read { barrier, sent, job });
+    }
+
+    /// An administrative call: handed to the log at once, answered when the log says.
+    fn park_admin(
+        &mut self,
+        key: ConnKey,
+        sent: Instant,
+        request: Result<AdminRequest, String>,
+        job: Job<S, V>,
+    ) {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        let mut gate = Gate { conns: vec![key], result: None };
+        match request {
+            Ok(request) => {
+                if (self.log)(ToLog::Admin { ticket, request }).is_err() {
+                    gate.result = Some(Err("not executed: the replicated log has stopped".into()));
+                }
+            }
+            Err(why) => gate.result = Some(Err(format!("not executed: {why}"))),
+        }
+        self.admins.insert(ticket, gate);
+        self.queues.entry(key).or_default().push_back(Item::Admin { ticket, sent, job });
+        self.touched.push(key);
+    }
+
+    /// The log's answer for read barrier `barrier`.
+    pub(crate) fn read_done(&mut self, barrier: u64, result: Result<(), String>) {
+        if let Some(gate) = self.barriers.get_mut(&barrier) {
+            self.touched.extend(gate.conns.iter().copied());
+            gate.result = Some(result);
+        }
+    }
+
+    /// The log's answer for administrative call `ticket`.
+    pub(crate) fn admin_done(&mut self, ticket: u64, result: Result<(), String>) {
+        if let Some(gate) = self.admins.get_mut(&ticket) {
+            self.touched.extend(gate.conns.iter().copied());
+            gate.result = Some(result);
+        }
+    }
+
+    /// End of an executor round: asks for the barrier of this round's reads, and sends the
+    /// calls gathered as one proposal.
+    pub(crate) fn end_round(&mut self) {
+        self.propose();
+        let barrier = self.next_barrier;
+        if self.barriers.get(&barrier).is_some_and(|gate| gate.result.is_none()) {
+            self.next_barrier += 1;
+            if (self.log)(ToLog::Read { barrier }).is_err() {
+                self.read_done(barrier, Err("not executed: the replicated log has stopped".into()));
+            }
         }
     }
 
@@ -261,13 +375,23 @@ impl<S, V> ReplicatedLane<S, V> {
     /// Pops `key`'s front if its turn has come.
     fn pop_front_of(&mut self, key: ConnKey) -> Option<Parked<S, V>> {
         let queue = self.queues.get_mut(&key)?;
-        if let Item::Call(seq) = queue.front()? {
-            let index = usize::try_from(seq - self.front).ok()?;
-            if self.waiting.get(index)?.as_ref().is_none_or(|w| w.ran.is_none()) {
-                return None;
+        let ready = match queue.front()? {
+            Item::Call(seq) => {
+                let index = usize::try_from(seq - self.front).ok()?;
+                self.waiting.get(index)?.as_ref().is_some_and(|w| w.ran.is_some())
             }
+            Item::Job { .. } => true,
+            Item::Read { barrier, .. } => self.barriers.get(barrier)?.result.is_some(),
+            Item::Admin { ticket, .. } => self.admins.get(ticket)?.result.is_some(),
+        };
+        if !ready {
+            return None;
         }
-        let ready = match queue.pop_front()? {
+        let item = queue.pop_front()?;
+        if queue.is_empty() {
+            self.queues.remove(&key);
+        }
+        Some(match item {
             Item::Call(seq) => {
                 let index = usize::try_from(seq - self.front).ok()?;
                 let waiting = self.waiting.get_mut(index)?.take()?;
@@ -276,11 +400,15 @@ impl<S, V> ReplicatedLane<S, V> {
                 Parked::Answered { thread: key.0, conn: key.1, call, effects }
             }
             Item::Job { sent, job } => Parked::Run { thread: key.0, sent, job },
-        };
-        if queue.is_empty() {
-            self.queues.remove(&key);
-        }
-        Some(ready)
+            Item::Read { barrier, sent, job } => {
+                let result = gate_result(&mut self.barriers, barrier, key);
+                released(key, sent, job, result)
+            }
+            Item::Admin { ticket, sent, job } => {
+                let result = gate_result(&mut self.admins, ticket, key);
+                released(key, sent, job, result)
+            }
+        })
     }
 
     /// Drops answered calls from the front of the numbering.
@@ -289,5 +417,38 @@ impl<S, V> ReplicatedLane<S, V> {
             self.waiting.pop_front();
             self.front += 1;
         }
+    }
+}
+
+/// The answer of gate `id` for one of its connections, dropping the gate after its last.
+fn gate_result(gates: &mut HashMap<u64, Gate>, id: u64, key: ConnKey) -> Result<(), String> {
+    let Some(gate) = gates.get_mut(&id) else {
+        return Err("not executed: lost track of it".into());
+    };
+    let result = gate.result.clone().unwrap_or(Err("not executed: no answer".into()));
+    if let Some(at) = gate.conns.iter().position(|c| *c == key) {
+        gate.conns.swap_remove(at);
+    }
+    if gate.conns.is_empty() {
+        gates.remove(&id);
+    }
+    result
+}
+
+/// A read or administrative call the log has answered: it runs, or fails with the log's
+/// description (`not executed: ...` or `outcome unknown: ...`).
+fn released<S, V>(
+    key: ConnKey,
+    sent: Instant,
+    job: Job<S, V>,
+    result: Result<(), String>,
+) -> Parked<S, V> {
+    match (result, job.work) {
+        (Ok(()), work) => Parked::Run { thread: key.0, sent, job: Job { conn: job.conn, work } },
+        (Err(why), Work::Call(mut call)) => {
+            call.fail(CommandError::generic(why));
+            Parked::Answered { thread: key.0, conn: key.1, call, effects: Effects::default() }
+        }
+        (Err(_), work) => Parked::Run { thread: key.0, sent, job: Job { conn: job.conn, work } },
     }
 }

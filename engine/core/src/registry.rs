@@ -12,16 +12,16 @@ use std::fmt;
 use std::sync::Arc;
 
 use ooblane_wire::peek::Peeker;
-use ooblane_wire::{CommandError, VersionInfo, VersionTriple};
+use ooblane_wire::{CommandError, Empty, VersionInfo, VersionTriple};
 use schemars::JsonSchema;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use simd_json::Node;
 
 use crate::call::{BoxedCall, LogArgs, TypedCall};
 use crate::exec::{CommandInfo, Ctx, Exec, ServerInfo};
 use crate::introspect::Schemas;
-use crate::replication::StatusSource;
+use crate::replication::{AdminRequest, StatusSource};
 
 /// Where a command may run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,9 +73,27 @@ pub(crate) type RestoreState<S, V> = Box<dyn Fn(&[u8], &V) -> Result<S, String> 
 /// the executor, which both may).
 pub(crate) type ShutdownHook<V> = Arc<dyn Fn(&V) + Send + Sync>;
 
+/// What the executor does with a call of a command, in durable and cluster modes (without a
+/// log every call simply runs at its turn).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Route {
+    /// Runs on this member only, at its turn.
+    Local,
+    /// Logged, committed, then applied on every member (arguments: the call's `log_args`).
+    Replicated,
+    /// Runs on this member only, once it has applied everything committed before the call
+    /// arrived: a linearizable read.
+    Read,
+    /// Handed to the log, whose answer decides the reply (its arguments, decoded from the
+    /// call's `log_args`, say what to do).
+    Admin(fn(&str) -> Result<AdminRequest, String>),
+}
+
 /// A registered command, types erased.
 pub(crate) struct Command<S, V> {
     pub(crate) lane: Lane,
+    /// What the executor does with its calls when there is a log.
+    pub(crate) route: Route,
     /// Registration order: indexes per-command tables (each thread's call pool, the
     /// per-command counters in `stats`).
     pub(crate) index: usize,
@@ -198,14 +216,15 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Registry<S, V> {
             replay_handler(exec, args).map(|_| ())
         });
         let prepare = self.prepare_with::<A, R, F>(handler, Some(crate::call::encode_json::<A>));
-        self.add(name, Lane::InBand, prepare, None, Some(replay))
+        self.add(name, Lane::InBand, Route::Replicated, prepare, None, Some(replay))
     }
 
     /// Registers an in-band command that runs on this member only, never logged nor
-    /// replicated: queries, commands that act on this process (`stall`, `quit`), anything
-    /// that does not change the replicated state. It runs on the executor in total order with
-    /// every other in-band command of this member, after the replicated commands received
-    /// before it have been applied. Otherwise as [`Registry::inband`].
+    /// replicated: commands that act on this process (`stall`, `quit`), anything that does
+    /// not change the replicated state and need not see every other member's writes. It runs
+    /// on the executor in total order with every other in-band command of this member, after
+    /// the replicated commands its connection sent before it have been applied. Otherwise as
+    /// [`Registry::inband`].
     ///
     /// # Panics
     /// If a command of that name is already registered.
@@ -217,17 +236,65 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Registry<S, V> {
     {
         self.schemas.command::<A, R>(name, false);
         let prepare = self.prepare_with::<A, R, F>(Arc::new(handler), None);
-        self.add(name, Lane::InBand, prepare, None, None)
+        self.add(name, Lane::InBand, Route::Local, prepare, None, None)
+    }
+
+    /// Registers a **linearizable read**: an in-band command that runs on this member only,
+    /// as [`Registry::inband_local`], but in a cluster it first waits until this member has
+    /// applied every replicated command committed (acknowledged to anyone, through any
+    /// member) before it arrived (Raft's read index, one round trip to the leader for all the
+    /// reads of an executor round). So it never returns a state older than a write some
+    /// client has already seen acknowledged. A member that cannot reach the leader in time
+    /// refuses it (`not executed: ...`) rather than answer from a stale state.
+    ///
+    /// # Panics
+    /// If a command of that name is already registered.
+    pub fn inband_read<A, R, F>(&mut self, name: &str, handler: F) -> &mut Self
+    where
+        A: DeserializeOwned + JsonSchema + Send + 'static,
+        R: Serialize + JsonSchema + Send + 'static,
+        F: Fn(&mut Exec<'_, S, V>, A) -> Result<R, CommandError> + Send + Sync + 'static,
+    {
+        self.schemas.command::<A, R>(name, false);
+        let prepare = self.prepare_with::<A, R, F>(Arc::new(handler), None);
+        self.add(name, Lane::InBand, Route::Read, prepare, None, None)
     }
 
     /// Registers an allow-oob command: with `exec-oob`, `handler` runs on the parser thread
-    /// that read it, at once; with `execute`, on the executor in order. It sees only the
-    /// shared view, so it must never block. `A` and `R` derive `schemars::JsonSchema`, as for
-    /// [`Registry::inband`]; introspection marks the command `allow-oob`.
+    /// that read it, at once, on this member's view; with `execute`, on the executor in order.
+    /// It sees only the shared view, so it must never block. `A` and `R` derive
+    /// `schemars::JsonSchema`, as for [`Registry::inband`]; introspection marks the command
+    /// `allow-oob`.
     ///
     /// # Panics
     /// If a command of that name is already registered.
     pub fn allow_oob<A, R, F>(&mut self, name: &str, handler: F) -> &mut Self
+    where
+        A: DeserializeOwned + JsonSchema + Send + 'static,
+        R: Serialize + JsonSchema + Send + 'static,
+        F: Fn(&Ctx<'_, V>, A) -> Result<R, CommandError> + Send + Sync + 'static,
+    {
+        self.allow_oob_routed(name, Route::Local, handler)
+    }
+
+    /// Registers an allow-oob **read**: as [`Registry::allow_oob`], but sent with `execute`
+    /// it is a linearizable read (see [`Registry::inband_read`]): in a cluster it waits until
+    /// this member has applied every write committed before it arrived. Sent with `exec-oob`
+    /// it answers at once from this member's view, which on a follower may lag the leader's
+    /// by a heartbeat (`query-cluster`'s `applied` says how far it is).
+    ///
+    /// # Panics
+    /// If a command of that name is already registered.
+    pub fn allow_oob_read<A, R, F>(&mut self, name: &str, handler: F) -> &mut Self
+    where
+        A: DeserializeOwned + JsonSchema + Send + 'static,
+        R: Serialize + JsonSchema + Send + 'static,
+        F: Fn(&Ctx<'_, V>, A) -> Result<R, CommandError> + Send + Sync + 'static,
+    {
+        self.allow_oob_routed(name, Route::Read, handler)
+    }
+
+    fn allow_oob_routed<A, R, F>(&mut self, name: &str, route: Route, handler: F) -> &mut Self
     where
         A: DeserializeOwned + JsonSchema + Send + 'static,
         R: Serialize + JsonSchema + Send + 'static,
@@ -246,7 +313,29 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Registry<S, V> {
             serde_json::to_writer(out, &result)
                 .map_err(|e| CommandError::generic(format!("cannot encode the result: {e}")))
         });
-        self.add(name, Lane::AllowOob, prepare, Some(run_oob), None)
+        self.add(name, Lane::AllowOob, route, prepare, Some(run_oob), None)
+    }
+
+    /// Registers `cluster-remove-member` (`{"node": N}`): in-band, on any member; the
+    /// replicated log removes member N from the cluster and it is answered once that is
+    /// committed, or with the log's refusal (N unknown, another change in progress, no
+    /// quorum would be left). Without a log it answers an error saying so.
+    ///
+    /// # Panics
+    /// If a command of that name is already registered.
+    pub fn cluster_admin(&mut self) -> &mut Self {
+        const NAME: &str = "cluster-remove-member";
+        self.schemas.command::<RemoveMemberArgs, Empty>(NAME, false);
+        let handler = |exec: &mut Exec<'_, S, V>, _: RemoveMemberArgs| match exec.ctx.info.cluster {
+            Some(_) => Ok(Empty {}),
+            None => {
+                Err(CommandError::generic("this engine is not clustered (start it with --cluster)"))
+            }
+        };
+        let encode = crate::call::encode_json::<RemoveMemberArgs>;
+        let prepare =
+            self.prepare_with::<RemoveMemberArgs, Empty, _>(Arc::new(handler), Some(encode));
+        self.add(NAME, Lane::InBand, Route::Admin(RemoveMemberArgs::request), prepare, None, None)
     }
 
     /// The argument decoder of a command registered next, whose in-band handler is `handler`;
@@ -308,6 +397,7 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Registry<S, V> {
         &mut self,
         name: &str,
         lane: Lane,
+        route: Route,
         prepare: Prepare<S, V>,
         run_oob: Option<RunOob<V>>,
         replay: Option<Replay<S, V>>,
@@ -318,7 +408,8 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Registry<S, V> {
         );
         assert!(!self.commands.contains_key(name), "command '{name}' registered twice");
         let index = self.commands.len();
-        self.commands.insert(name.to_owned(), Command { lane, index, prepare, run_oob, replay });
+        let command = Command { lane, route, index, prepare, run_oob, replay };
+        self.commands.insert(name.to_owned(), command);
         self
     }
 
@@ -332,6 +423,15 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Registry<S, V> {
             cluster,
             version: VersionInfo { qemu: VersionTriple { micro: 0, minor: 1, major: 0 }, package },
         }
+    }
+
+    /// Each command's route, in registration order (each command's `index`).
+    pub(crate) fn routes(&self) -> Vec<Route> {
+        let mut routes = vec![Route::Local; self.commands.len()];
+        for command in self.commands.values() {
+            routes[command.index] = command.route;
+        }
+        routes
     }
 
     /// Command names in registration order (each command's `index`).
@@ -356,5 +456,21 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Registry<S, V> {
             .collect();
         infos.sort_by(|a, b| a.name.cmp(&b.name));
         infos
+    }
+}
+
+/// The arguments of `cluster-remove-member`.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveMemberArgs {
+    /// The id of the member to remove.
+    pub node: u64,
+}
+
+impl RemoveMemberArgs {
+    /// The log's request, from the arguments as the call logged them.
+    fn request(args: &str) -> Result<AdminRequest, String> {
+        let args: RemoveMemberArgs = serde_json::from_str(args).map_err(|e| e.to_string())?;
+        Ok(AdminRequest::RemoveMember { node: args.node })
     }
 }

@@ -5,10 +5,12 @@
 //! it; the core never names a consensus type. The executor's side of it is `parked.rs`.
 //!
 //! ```text
-//!  executor ── ToLog::Propose(Proposal) ─────────────────► backend: append, replicate,
-//!     ▲                                                     commit (on a majority)
+//!  executor ── ToLog: Propose (replicated calls), Read (a barrier for linearizable reads),
+//!     ▲               Admin (a membership change) ──► backend: append, replicate, commit
+//!     │                                                (on a majority); find the read index
 //!     └── ToExecutor: Apply (committed proposals, in log order), Refuse (a verdict),
-//!                     Save (a snapshot of the state), Install (a snapshot's state) ◄─┘
+//!                     ReadDone, AdminDone, Save (a snapshot of the state),
+//!                     Install (a snapshot's state) ◄──┘
 //! ```
 //!
 //! The executor stays the only owner of the state: a backend never touches it, it hands the
@@ -138,6 +140,24 @@ pub enum ToExecutor {
         /// Receives the saved state and its position, or why it could not be saved.
         done: Reply<Result<(Vec<u8>, Position), String>>,
     },
+    /// Every read behind `barrier` may run now (`Ok`: this member has applied everything
+    /// committed before the barrier was asked for), or must fail with this description
+    /// (`not executed: ...`): it could not find out in time, so a read would risk being
+    /// stale.
+    ReadDone {
+        /// The barrier, as [`ToLog::Read`] asked.
+        barrier: u64,
+        /// Ready, or why not.
+        result: Result<(), String>,
+    },
+    /// The administrative request `ticket` is done, or failed with this description
+    /// (`not executed: ...`, or `outcome unknown: ...` if it may still take effect).
+    AdminDone {
+        /// The ticket, as [`ToLog::Admin`] gave it.
+        ticket: u64,
+        /// Done, or why not.
+        result: Result<(), String>,
+    },
     /// Replace the state with this snapshot's, which reflects `position`.
     Install {
         /// The state as [`Save`](ToExecutor::Save) produced it (on some member).
@@ -154,6 +174,8 @@ impl fmt::Debug for ToExecutor {
         match self {
             ToExecutor::Apply { entries, .. } => write!(f, "Apply({})", entries.len()),
             ToExecutor::Refuse { first_seq, count, .. } => write!(f, "Refuse({first_seq}+{count})"),
+            ToExecutor::ReadDone { barrier, .. } => write!(f, "ReadDone({barrier})"),
+            ToExecutor::AdminDone { ticket, .. } => write!(f, "AdminDone({ticket})"),
             ToExecutor::Save { .. } => f.write_str("Save"),
             ToExecutor::Install { .. } => f.write_str("Install"),
         }
@@ -169,6 +191,31 @@ pub enum ToLog {
     /// Append these calls. Every proposal ends in exactly one of: its entry applied (the
     /// executor answers its callers), or a [`ToExecutor::Refuse`] for all its calls.
     Propose(Proposal),
+    /// Linearizable reads wait behind `barrier`: answer [`ToExecutor::ReadDone`] once this
+    /// member has applied every entry committed before this request (Raft's read index),
+    /// within a bounded time. Barriers are asked in increasing order.
+    Read {
+        /// Its number.
+        barrier: u64,
+    },
+    /// An administrative request; answer [`ToExecutor::AdminDone`] with its `ticket` once
+    /// it is done or has failed, within a bounded time.
+    Admin {
+        /// Its number.
+        ticket: u64,
+        /// What to do.
+        request: AdminRequest,
+    },
+}
+
+/// Administrative requests a log backend carries out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminRequest {
+    /// Remove member `node` from the cluster (`cluster-remove-member`).
+    RemoveMember {
+        /// The member's id.
+        node: u64,
+    },
 }
 
 /// Sends to the log; hands the message back if the log has stopped.
@@ -214,12 +261,17 @@ pub trait ReplicatedLog: Send {
 /// A started backend; dropping it stops the log.
 pub trait RunningLog: Send + fmt::Debug {}
 
-/// One member's replication progress, as the leader sees it.
+/// One member of the cluster and its replication progress.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct MemberProgress {
     /// The member's id.
     pub node: u64,
-    /// The last log index known to be on that member (`null`: nothing yet).
+    /// Its member-to-member address.
+    pub address: String,
+    /// Whether it votes (`false`: a learner catching up before it joins the vote).
+    pub voter: bool,
+    /// The last log index known to be on that member, as the leader sees it (`null` on
+    /// other members, or nothing yet).
     pub matched: Option<u64>,
 }
 
@@ -240,12 +292,16 @@ pub struct ClusterStatus {
     /// The highest index this member knows committed (on a follower it may lag the leader's
     /// by a heartbeat).
     pub commit: Option<u64>,
-    /// The last index applied to this member's state.
+    /// The last index applied to this member's state: what its OOB reads reflect.
     pub applied: Option<u64>,
     /// The last index in this member's latest snapshot.
     pub snapshot: Option<u64>,
-    /// Every member's progress, on the leader only (empty elsewhere).
+    /// Every member, voters and learners, as this member's log has them; `matched` on the
+    /// leader only.
     pub members: Vec<MemberProgress>,
+    /// A membership change is in progress (joint consensus not yet committed).
+    #[serde(rename = "membership-changing")]
+    pub membership_changing: bool,
 }
 
 impl ClusterStatus {
@@ -261,6 +317,7 @@ impl ClusterStatus {
             applied: None,
             snapshot: None,
             members: Vec::new(),
+            membership_changing: false,
         }
     }
 }

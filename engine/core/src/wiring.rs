@@ -46,6 +46,7 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Wiring<S, V> {
         let status = log.map(|opened| opened.status.clone());
         let info = Arc::new(registry.server_info(package, status));
         let names = registry.metric_names();
+        let routes = registry.routes();
         let stats = Arc::new(Stats::with_commands(
             threads,
             registry.metric_names(),
@@ -55,7 +56,7 @@ impl<S: Send + 'static, V: Send + Sync + 'static> Wiring<S, V> {
         let commands = Arc::new(commands);
         let log = log.map(|opened| {
             let snapshots = snapshots.expect("Server::start refuses a log without a snapshot form");
-            ReplicatedLane::new(opened, names, Arc::clone(&commands), snapshots)
+            ReplicatedLane::new(opened, names, routes, Arc::clone(&commands), snapshots)
         });
         let mut polls = Vec::with_capacity(threads);
         let mut mailboxes = Vec::with_capacity(threads);

@@ -12,9 +12,9 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::{BasicNode, SnapshotPolicy};
 
 use crate::config::RaftConfig;
-use crate::entry::Node;
 use crate::log_store::{LogStore, Writer};
 use crate::reach::Reach;
+use crate::state_machine::Node;
 use crate::state_machine::{Applied, StateMachine};
 use crate::{network, snapshot};
 
@@ -77,7 +77,8 @@ fn raft_config(config: &RaftConfig) -> Result<Arc<openraft::Config>, Error> {
 }
 
 /// Creates this member's Raft over its log and the executor, and forms the cluster the
-/// first time (every member proposes the same membership: safe, and no member is special).
+/// first time (every member proposes the same membership: safe, and no member is special);
+/// a member that joins a running cluster (`--join`) forms nothing: the leader adds it.
 pub(crate) async fn boot(
     config: &RaftConfig,
     start: Applied,
@@ -95,7 +96,7 @@ pub(crate) async fn boot(
         .map_err(|e| Error::Config(format!("raft: {e}")))?;
     let fatal =
         |e: openraft::errors::Fatal<crate::entry::Raft>| Error::Config(format!("raft: {e}"));
-    if !raft.is_initialized().await.map_err(fatal)? {
+    if !config.join && !raft.is_initialized().await.map_err(fatal)? {
         let members: BTreeMap<u64, BasicNode> = if config.clustered() {
             config.members.iter().map(|(id, addr)| (*id, BasicNode::new(addr))).collect()
         } else {

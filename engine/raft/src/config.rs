@@ -18,6 +18,10 @@ pub struct RaftConfig {
     pub node: u64,
     /// Take a snapshot (and drop the log before it) every this many log entries.
     pub snapshot_every: u64,
+    /// Join a running cluster (`--join`): `members` lists its members and this one; it asks
+    /// them to add it instead of forming a cluster. Ignored once this member's log holds a
+    /// membership (it has joined before).
+    pub join: bool,
 }
 
 impl RaftConfig {
@@ -31,6 +35,7 @@ impl RaftConfig {
             members: BTreeMap::new(),
             node: 1,
             snapshot_every: Self::DEFAULT_SNAPSHOT_EVERY,
+            join: false,
         }
     }
 
@@ -42,9 +47,15 @@ impl RaftConfig {
                 self.node
             )));
         }
-        if self.members.len() == 2 || self.members.len() > 7 {
+        if self.join && self.members.len() < 2 {
+            return Err(Error::Config(
+                "--join needs --cluster to list the running members and this one".into(),
+            ));
+        }
+        if !self.join && (self.members.len() == 2 || self.members.len() > 7) {
             return Err(Error::Config(format!(
-                "a cluster has 1, 3, 5 or 7 members (odd, so a majority survives a loss), not {}",
+                "a cluster forms with 1, 3, 5 or 7 members (odd, so a majority survives a loss), \
+                 not {}; to grow a running cluster, start the new member with --join",
                 self.members.len()
             )));
         }

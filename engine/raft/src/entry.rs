@@ -24,5 +24,3 @@ pub(crate) type SnapshotMeta = openraft::alias::SnapshotMetaOf<Raft>;
 pub(crate) type SnapshotData = std::io::Cursor<Vec<u8>>;
 /// A snapshot with its metadata.
 pub(crate) type Snapshot = openraft::alias::SnapshotOf<Raft, SnapshotData>;
-/// This member's Raft: the executor is its state machine.
-pub(crate) type Node = openraft::Raft<Raft, crate::state_machine::StateMachine>;

@@ -20,9 +20,10 @@ use openraft::async_runtime::WatchReceiver;
 use parking_lot::Mutex;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
-use crate::entry::{Node, Proposal};
+use crate::entry::Proposal;
 use crate::network::{self, Request, Response};
-use crate::proposer::{Ticket, refuse};
+use crate::state_machine::Node;
+use crate::ticket::{Ticket, refuse};
 
 /// How long connecting to the leader may take (loopback or a LAN: refused or made at once;
 /// a partition drops the SYN and this is what it costs).
@@ -138,7 +139,7 @@ impl Verdicts {
                     }
                 }
                 () = expired => {
-                    return format!("the leader (member {}) did not answer within {} s", self.leader, crate::proposer::DEADLINE.as_secs());
+                    return format!("the leader (member {}) did not answer within {} s", self.leader, crate::ticket::DEADLINE.as_secs());
                 }
                 changed = metrics.changed() => {
                     let leader = metrics.borrow_watched().current_leader;

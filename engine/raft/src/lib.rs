@@ -23,29 +23,39 @@
 //! - `config`: [`RaftConfig`], plain data.
 //! - `entry`: what the log holds (the core's proposals) and openraft's type configuration.
 //! - `snapshot`: the snapshot file, replaced atomically.
-//! - `status`: `query-cluster`'s view, refreshed from openraft's metrics.
 //! - `reach`: which members this member has heard from lately (is it cut off?).
+//! - `status`: `query-cluster`'s view, refreshed from openraft's metrics.
 //! - `log_store`: the durable log in one redb file, with its writer thread.
 //! - `state_machine`: openraft's state machine, which is the executor.
-//! - `network`: member-to-member framing and openraft's RPC client.
-//! - `proposer`: routes this member's proposals to the leader (its own Raft, or forwarded).
+//! - `network`: member-to-member framing, openraft's RPC client, this member's own requests.
+//! - `leader`: whom to hand a request to (this member, a leader heard from lately, or none).
+//! - `membership`: what only the leader does: read index, members joining and leaving.
+//! - `ticket`: a proposal on its way: its calls, its place in the window, its deadline.
+//! - `forwarder`: a follower's pipelined connection to the leader for its proposals.
+//! - `proposer`: routes this member's proposals to the leader, each settled within a deadline.
+//! - `requests`: linearizable-read barriers and administrative requests, within a deadline.
 //! - `serve`: this member's side of the member connections.
+//! - `join`: a new member asking the running cluster to add it.
 //! - `boot`: openraft's configuration, creation, first formation, replay.
 
 mod boot;
 mod config;
 mod entry;
 mod forwarder;
+mod join;
+mod leader;
 mod log_store;
+mod membership;
 mod network;
 mod proposer;
 mod reach;
+mod requests;
 mod serve;
 mod snapshot;
 mod state_machine;
 mod status;
+mod ticket;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,19 +67,29 @@ use ooblane::replication::{
 use tokio::sync::mpsc;
 
 use crate::entry::Proposal;
+use crate::leader::Leadership;
 use crate::proposer::Proposer;
 use crate::reach::Reach;
+use crate::requests::{Asked, Requests};
 use crate::state_machine::Applied;
 use crate::status::StatusCell;
 
 pub use crate::config::RaftConfig;
 
+/// What `open` prepares for `start`: where the executor starts, and its requests.
+#[derive(Debug)]
+struct Channels {
+    start: Applied,
+    proposed: mpsc::UnboundedReceiver<Proposal>,
+    asked: mpsc::UnboundedReceiver<Asked>,
+}
+
 /// A member's replicated log: hand it to `ooblane::Server::start_replicated`.
 #[derive(Debug)]
 pub struct RaftLog {
     config: RaftConfig,
-    /// Set by `open`: where the executor starts, and the executor's proposals.
-    opened: Option<(Applied, mpsc::UnboundedReceiver<Proposal>)>,
+    /// Set by `open`.
+    opened: Option<Channels>,
     status: Arc<StatusCell>,
 }
 
@@ -95,10 +115,20 @@ impl ReplicatedLog for RaftLog {
             Error::Config(format!("cannot read the snapshot in {}: {e}", config.data.display()))
         })?;
         let start = image.as_ref().map(|s| Applied::of_snapshot(&s.meta)).unwrap_or_default();
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (proposals, proposed) = mpsc::unbounded_channel();
+        let (requests, asked) = mpsc::unbounded_channel();
         let log: LogLink = Arc::new(move |message| match message {
             ToLog::Propose(proposal) => {
-                tx.send(proposal).map_err(|refused| ToLog::Propose(refused.0))
+                proposals.send(proposal).map_err(|refused| ToLog::Propose(refused.0))
+            }
+            ToLog::Read { barrier } => {
+                requests.send(Asked::Read { barrier }).map_err(|_| ToLog::Read { barrier })
+            }
+            ToLog::Admin { ticket, request } => {
+                requests.send(Asked::Admin { ticket, request }).map_err(|refused| match refused.0 {
+                    Asked::Admin { ticket, request } => ToLog::Admin { ticket, request },
+                    Asked::Read { barrier } => ToLog::Read { barrier },
+                })
             }
         });
         let status = Arc::clone(&self.status);
@@ -109,13 +139,13 @@ impl ReplicatedLog for RaftLog {
             log,
             status: Arc::new(move || status.get()),
         };
-        self.opened = Some((start, rx));
+        self.opened = Some(Channels { start, proposed, asked });
         Ok(opened)
     }
 
     fn start(self: Box<Self>, executor: ExecutorLink) -> Result<Box<dyn RunningLog>, Error> {
         let RaftLog { config, opened, status } = *self;
-        let (start, proposals) = opened.ok_or_else(|| {
+        let Channels { start, proposed, asked } = opened.ok_or_else(|| {
             Error::Config("the replicated log was started before it was opened".into())
         })?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -134,10 +164,15 @@ impl ReplicatedLog for RaftLog {
         if !config.clustered() {
             runtime.block_on(boot::replayed(&raft));
         }
-        let peers: HashMap<u64, SocketAddr> = config.members.clone().into_iter().collect();
-        let proposer =
-            Proposer::new(raft.clone(), config.node, peers, executor, Arc::clone(&reach));
-        runtime.spawn(proposer.run(proposals));
+        let leadership =
+            Leadership { raft: raft.clone(), me: config.node, reach: Arc::clone(&reach) };
+        runtime.spawn(Proposer::new(leadership.clone(), executor.clone()).run(proposed));
+        runtime.spawn(Requests::new(leadership, executor).run(asked));
+        if config.join {
+            let members: Vec<(u64, SocketAddr)> = config.members.clone().into_iter().collect();
+            let addr = config.members[&config.node];
+            runtime.spawn(join::join(raft.clone(), config.node, addr, members, Arc::clone(&reach)));
+        }
         runtime.spawn(status::follow(raft.clone(), status));
         if let Some(listener) = listener {
             let member = serve::Member { raft: raft.clone(), me: config.node, reach };
@@ -162,7 +197,7 @@ fn run_number() -> u64 {
 /// The running log; dropping it stops Raft, then waits for the log file to be closed.
 struct Running {
     runtime: Option<tokio::runtime::Runtime>,
-    raft: entry::Node,
+    raft: state_machine::Node,
     writer: Option<log_store::Writer>,
 }
 

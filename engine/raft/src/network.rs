@@ -16,19 +16,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ooblane::replication::Verdict;
+use ooblane::replication::{AdminRequest, Verdict};
 use openraft::BasicNode;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::entry::{Proposal, Raft, Snapshot, SnapshotMeta, Vote};
+use crate::entry::{LogId, Proposal, Raft, Snapshot, SnapshotMeta, Vote};
 use crate::reach::Reach;
 
 /// Largest frame accepted: a whole snapshot travels in one frame, appends are at most
@@ -38,13 +39,13 @@ const MAX_FRAME: usize = 256 << 20;
 /// What a member asks another.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Request {
-    /// One of openraft's RPCs.
+    /// One request, one answer.
     Rpc(Rpc),
     /// A follower's proposal, for the leader to append.
     Forward(Proposal),
 }
 
-/// openraft's RPCs.
+/// One request, one answer: openraft's RPCs, and the requests a member sends its leader.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Rpc {
     Append(AppendEntriesRequest<Raft>),
@@ -55,6 +56,19 @@ pub(crate) enum Rpc {
         vote: Vote,
         meta: SnapshotMeta,
         data: Vec<u8>,
+    },
+    /// The leader hands leadership over to the receiver (it is being removed).
+    TransferLeader(TransferLeaderRequest<Raft>),
+    /// The leader's read index, once it has confirmed it still leads.
+    ReadIndex,
+    /// The receiver was removed from the cluster (told once the change is committed).
+    Removed,
+    /// A membership change, for the leader to carry out.
+    Admin(AdminRequest),
+    /// Member `node` at `addr` asks to join, for the leader to carry out.
+    Join {
+        node: u64,
+        addr: String,
     },
 }
 
@@ -67,6 +81,12 @@ pub(crate) enum Response {
     PreVote(Result<VoteResponse<Raft>, String>),
     Snapshot(Result<SnapshotResponse<Raft>, String>),
     Forward(Verdict),
+    TransferLeader(Result<TransferLeaderResponse<Raft>, String>),
+    ReadIndex(Result<LogId, String>),
+    Removed,
+    /// Done, or the description of the error a client gets.
+    Admin(Result<(), String>),
+    Join(Result<(), String>),
 }
 
 /// Writes one frame: 4-byte big-endian length, then JSON.
@@ -151,10 +171,25 @@ fn network(e: &io::Error) -> RPCError<Raft> {
 }
 
 impl Peer {
+    /// A connection to `target` at `addr`, opened on first use.
+    pub(crate) fn new(target: u64, addr: SocketAddr, reach: Arc<Reach>) -> Peer {
+        Peer { target, addr: Some(addr), stream: None, reach }
+    }
+
+    /// One request of this member's own (not openraft's) and its answer, within `ttl`.
+    pub(crate) async fn ask(&mut self, rpc: Rpc, ttl: Duration) -> io::Result<Response> {
+        self.exchange(rpc, ttl).await.map_err(|e| io::Error::other(e.to_string()))
+    }
+
     /// One request and its answer within openraft's budget (`soft_ttl`, connecting
-    /// included); any failure drops the connection, so the next call starts afresh.
+    /// included).
     async fn call(&mut self, rpc: Rpc, option: &RPCOption) -> Result<Response, RPCError<Raft>> {
-        let ttl = option.soft_ttl();
+        self.exchange(rpc, option.soft_ttl()).await
+    }
+
+    /// One request and its answer within `ttl`, connecting included; any failure drops the
+    /// connection, so the next call starts afresh.
+    async fn exchange(&mut self, rpc: Rpc, ttl: Duration) -> Result<Response, RPCError<Raft>> {
         let Some(addr) = self.addr else {
             let e = io::Error::new(io::ErrorKind::InvalidInput, "bad member address");
             return Err(unreachable(&e));
@@ -251,6 +286,18 @@ impl RaftNetworkV2<Raft> for Peer {
             Response::Snapshot(Ok(r)) => Ok(r),
             Response::Snapshot(Err(e)) => Err(self.failed(e).into()),
             _ => Err(self.failed("an answer of the wrong kind").into()),
+        }
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<Raft>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<Raft>, RPCError<Raft>> {
+        match self.call(Rpc::TransferLeader(req), &option).await? {
+            Response::TransferLeader(Ok(r)) => Ok(r),
+            Response::TransferLeader(Err(e)) => Err(self.failed(e)),
+            _ => Err(self.failed("an answer of the wrong kind")),
         }
     }
 }

@@ -8,12 +8,9 @@
 //! leader, or no contact with the old one), never by waiting for TCP.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use ooblane::replication::{ExecutorLink, MAX_PROPOSAL, ToExecutor, Verdict};
-use openraft::RaftMetrics;
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::ClientWriteError;
 use openraft::raft::ClientWriteResponse;
@@ -21,26 +18,11 @@ use openraft::raft::responder::ProgressResponder;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 
-use crate::entry::{Node, Proposal, Raft};
+use crate::entry::{Proposal, Raft};
 use crate::forwarder::Forwarder;
-use crate::reach::Reach;
-
-/// How long a proposal may take, from its arrival here to its verdict: waiting for a leader,
-/// for room in the window, and to be committed. Past it, a proposal never sent is "not
-/// executed" and one handed to a leader "outcome unknown". A few election timeouts: long
-/// enough to ride out a failover (about a second), short enough that no caller waits more
-/// than 3.5 s.
-pub(crate) const DEADLINE: Duration = Duration::from_secs(3);
-
-/// How long a follower may go without hearing from its leader before it stops forwarding to
-/// it and waits for the election the others are holding (or refuses, if it cannot reach a
-/// majority at all): longer than a few heartbeats (100 ms each), so a leader that is merely
-/// slow is not given up on.
-const LEADER_SILENCE: Duration = Duration::from_secs(1);
-
-/// How often a proposal waiting for a leader looks again at who it can reach (it also wakes
-/// at every change of Raft's metrics).
-const RECHECK: Duration = Duration::from_millis(100);
+use crate::leader::Leadership;
+use crate::state_machine::Node;
+use crate::ticket::{DEADLINE, Ticket, refuse};
 
 /// Proposals of this member in the log and not yet committed, at most: while they are, the
 /// executor's next proposals wait in the queue and are merged into one entry. At a low rate
@@ -48,29 +30,6 @@ const RECHECK: Duration = Duration::from_millis(100);
 /// (measured: one entry per command at 5,000/s outran what openraft's core handles per entry
 /// on 2 cores, and latency grew to seconds).
 const WINDOW: usize = 8;
-
-/// Which of the executor's calls a proposal carries, holding one place in the [`WINDOW`]
-/// until its fate is known, and by when that must be.
-#[derive(Debug)]
-pub(crate) struct Ticket {
-    first_seq: u64,
-    count: usize,
-    pub(crate) deadline: Instant,
-    _place: OwnedSemaphorePermit,
-}
-
-/// Tells the executor that a proposal will not be applied as its callers expect.
-pub(crate) fn refuse(link: &ExecutorLink, ticket: Ticket, verdict: Verdict) {
-    if verdict != Verdict::Committed {
-        tracing::debug!(
-            first_seq = ticket.first_seq,
-            count = ticket.count,
-            ?verdict,
-            "proposal refused"
-        );
-        link(ToExecutor::Refuse { first_seq: ticket.first_seq, count: ticket.count, verdict });
-    }
-}
 
 /// The leader's answer for one appended proposal, once known.
 type Outcome =
@@ -175,27 +134,18 @@ fn gather(
     None
 }
 
-/// This member's side of proposing: its Raft, where the other members are, the executor.
+/// This member's side of proposing: who leads, the executor, the way to each leader.
 pub(crate) struct Proposer {
-    raft: Node,
-    me: u64,
-    peers: HashMap<u64, SocketAddr>,
+    leadership: Leadership,
     link: ExecutorLink,
-    reach: Arc<Reach>,
     forwarders: HashMap<u64, Forwarder>,
     window: Arc<Semaphore>,
 }
 
 impl Proposer {
-    pub(crate) fn new(
-        raft: Node,
-        me: u64,
-        peers: HashMap<u64, SocketAddr>,
-        link: ExecutorLink,
-        reach: Arc<Reach>,
-    ) -> Proposer {
+    pub(crate) fn new(leadership: Leadership, link: ExecutorLink) -> Proposer {
         let window = Arc::new(Semaphore::new(WINDOW));
-        Proposer { raft, me, peers, link, reach, forwarders: HashMap::new(), window }
+        Proposer { leadership, link, forwarders: HashMap::new(), window }
     }
 
     /// Routes this member's proposals, in order, at most [`WINDOW`] in flight, until the
@@ -219,12 +169,7 @@ impl Proposer {
                 continue;
             };
             next = gather(&mut proposal, &mut proposals).map(|p| (p, Instant::now() + DEADLINE));
-            let ticket = Ticket {
-                first_seq: proposal.first_seq,
-                count: proposal.commands.len(),
-                deadline,
-                _place: place,
-            };
+            let ticket = Ticket::new(&proposal, deadline, place);
             self.route(proposal, ticket).await;
         }
     }
@@ -248,7 +193,7 @@ impl Proposer {
         let mut unreachable: Option<(u64, String)> = None;
         loop {
             let avoid = unreachable.as_ref().map(|(leader, _)| *leader);
-            let leader = match self.reachable_leader(avoid, ticket.deadline).await {
+            let leader = match self.leadership.reachable(avoid, ticket.deadline).await {
                 Ok(leader) => leader,
                 Err(why) => {
                     let why = match &unreachable {
@@ -258,14 +203,14 @@ impl Proposer {
                     return refuse(&self.link, ticket, Verdict::NotExecuted(why));
                 }
             };
-            if leader == self.me {
+            if leader == self.leadership.me {
                 return self.append_here(proposal, ticket).await;
             }
-            let Some(&addr) = self.peers.get(&leader) else {
-                let why = format!("unknown leader {leader}");
+            let Some(addr) = self.leadership.address(leader) else {
+                let why = format!("no address for the leader (member {leader})");
                 return refuse(&self.link, ticket, Verdict::NotExecuted(why));
             };
-            let (raft, link) = (self.raft.clone(), self.link.clone());
+            let (raft, link) = (self.leadership.raft.clone(), self.link.clone());
             let forwarder = self
                 .forwarders
                 .entry(leader)
@@ -282,61 +227,12 @@ impl Proposer {
 
     /// On the leader: appends, then settles the proposal in a task of its own.
     async fn append_here(&self, proposal: Proposal, ticket: Ticket) {
-        let submitted = submit(&self.raft, self.me, proposal, ticket.deadline).await;
+        let (raft, me) = (&self.leadership.raft, self.leadership.me);
+        let submitted = submit(raft, me, proposal, ticket.deadline).await;
         let link = self.link.clone();
         tokio::spawn(async move {
             let verdict = settle(submitted, ticket.deadline).await;
             refuse(&link, ticket, verdict);
         });
-    }
-
-    /// The leader to hand a proposal to: this member, or a leader it has heard from lately
-    /// (not `avoid`, found unreachable). Otherwise waits, until `deadline`, for an election the
-    /// majority is holding; refuses at once if this member cannot reach a majority (cut off).
-    async fn reachable_leader(&self, avoid: Option<u64>, deadline: Instant) -> Result<u64, String> {
-        let mut metrics = self.raft.metrics();
-        loop {
-            if let Some(found) = self.choose_leader(&metrics.borrow_watched(), avoid) {
-                return found;
-            }
-            let wake = (Instant::now() + RECHECK).min(deadline);
-            match tokio::time::timeout_at(wake, metrics.changed()).await {
-                Ok(Err(_)) => return Err("raft stopped".to_owned()),
-                Ok(Ok(())) => {}
-                Err(_) if Instant::now() >= deadline => {
-                    return Err(format!(
-                        "no leader within {} s: an election is in progress or this member has no quorum",
-                        DEADLINE.as_secs()
-                    ));
-                }
-                Err(_) => {}
-            }
-        }
-    }
-
-    /// What to do now, given Raft's view: `Some` with a leader or a reason to refuse, `None`
-    /// to wait.
-    fn choose_leader(
-        &self,
-        m: &RaftMetrics<Raft>,
-        avoid: Option<u64>,
-    ) -> Option<Result<u64, String>> {
-        let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
-        match m.current_leader {
-            Some(leader) if leader == self.me => return Some(Ok(leader)),
-            Some(leader)
-                if Some(leader) != avoid && self.reach.silence(leader) <= LEADER_SILENCE =>
-            {
-                return Some(Ok(leader));
-            }
-            _ => {}
-        }
-        if !self.reach.majority(self.me, &voters) {
-            return Some(Err(format!(
-                "this member has heard from no majority of the cluster for {} s: it may be cut off from the others",
-                crate::reach::REACH_WINDOW.as_secs()
-            )));
-        }
-        None
     }
 }

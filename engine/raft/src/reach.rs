@@ -1,4 +1,5 @@
-//! Which members this member has heard from lately, and so whether it is cut off: every
+//! Which members this member has heard from lately, and so whether it is cut off (and
+//! whether the leader told it it was removed from the cluster): every
 //! member-to-member message counts (an append or heartbeat from the leader, a vote or
 //! pre-vote request from a candidate, an answer to one of this member's own RPCs). The
 //! proposer reads it to decide, without waiting, between forwarding to the leader, waiting
@@ -6,6 +7,7 @@
 //! majority at all.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -21,11 +23,27 @@ pub(crate) const REACH_WINDOW: Duration = Duration::from_secs(2);
 pub(crate) struct Reach {
     started: Instant,
     last: Mutex<HashMap<u64, Instant>>,
+    /// The leader said this member was removed from the cluster.
+    removed: AtomicBool,
 }
 
 impl Reach {
     pub(crate) fn new() -> Reach {
-        Reach { started: Instant::now(), last: Mutex::new(HashMap::new()) }
+        Reach {
+            started: Instant::now(),
+            last: Mutex::new(HashMap::new()),
+            removed: AtomicBool::new(false),
+        }
+    }
+
+    /// The leader said this member was removed from the cluster.
+    pub(crate) fn set_removed(&self) {
+        self.removed.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the leader said this member was removed.
+    pub(crate) fn removed(&self) -> bool {
+        self.removed.load(Ordering::Relaxed)
     }
 
     /// A message from `member` arrived (or one of its answers).

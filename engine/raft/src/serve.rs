@@ -12,10 +12,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::entry::{Node, Snapshot};
+use crate::entry::Snapshot;
+use crate::membership;
 use crate::network::{self, Request, Response, Rpc};
-use crate::proposer::{self, DEADLINE, Submitted};
+use crate::proposer::{self, Submitted};
 use crate::reach::Reach;
+use crate::state_machine::Node;
+use crate::ticket::DEADLINE;
 
 /// Answers queued for a connection's writer, in request order.
 enum Answer {
@@ -106,6 +109,20 @@ async fn answer_rpc(member: &Member, rpc: Rpc) -> Response {
             member.reach.heard(*rpc.vote.leader_id().node_id());
             Response::PreVote(raft.pre_vote(rpc).await.map_err(|e| text(&e)))
         }
+        Rpc::ReadIndex => Response::ReadIndex(membership::read_index(raft).await),
+        Rpc::TransferLeader(request) => Response::TransferLeader(
+            raft.handle_transfer_leader(request).await.map_err(|e| text(&e)),
+        ),
+        Rpc::Removed => {
+            tracing::warn!(node = member.me, "the leader removed this member from the cluster");
+            member.reach.set_removed();
+            Response::Removed
+        }
+        Rpc::Admin(request) => {
+            let deadline = Instant::now() + DEADLINE;
+            Response::Admin(membership::administer(raft, &member.reach, &request, deadline).await)
+        }
+        Rpc::Join { node, addr } => Response::Join(membership::add(raft, node, &addr).await),
         Rpc::Snapshot { vote, meta, data } => {
             member.reach.heard(*vote.leader_id().node_id());
             let snapshot = Snapshot { meta, snapshot: Cursor::new(data) };

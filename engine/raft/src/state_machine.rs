@@ -14,6 +14,9 @@ use tokio::sync::oneshot;
 use crate::entry::{Entry, LogId, Raft, Snapshot, SnapshotData, SnapshotMeta, StoredMembership};
 use crate::snapshot::{Image, SnapshotFile};
 
+/// This member's Raft: the executor is its state machine.
+pub(crate) type Node = openraft::Raft<Raft, StateMachine>;
+
 /// How far the executor has applied the log, and the membership as of there: what the
 /// executor carries for us as its opaque [`Position`].
 #[derive(Clone, Debug, Default)]

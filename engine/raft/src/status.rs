@@ -7,7 +7,7 @@ use ooblane::replication::{ClusterStatus, MemberProgress};
 use openraft::async_runtime::WatchReceiver;
 use parking_lot::RwLock;
 
-use crate::entry::Node;
+use crate::state_machine::Node;
 
 /// The latest [`ClusterStatus`], shared with OOB handlers.
 #[derive(Debug)]
@@ -29,13 +29,20 @@ pub(crate) async fn follow(raft: Node, cell: Arc<StatusCell>) {
     loop {
         let status = {
             let m = metrics.borrow_watched();
-            let members: Vec<MemberProgress> = m
-                .replication
-                .iter()
-                .flatten()
-                .map(|(node, matched)| MemberProgress {
+            let membership = m.membership_config.membership();
+            let voters: Vec<u64> = membership.voter_ids().collect();
+            let matched = m.replication.as_ref();
+            let members: Vec<MemberProgress> = membership
+                .nodes()
+                .map(|(node, at)| MemberProgress {
                     node: *node,
-                    matched: matched.map(|id| id.index),
+                    address: at.addr.clone(),
+                    voter: voters.contains(node),
+                    matched: matched
+                        .and_then(|r| r.get(node))
+                        .copied()
+                        .flatten()
+                        .map(|id| id.index),
                 })
                 .collect();
             ClusterStatus {
@@ -48,6 +55,8 @@ pub(crate) async fn follow(raft: Node, cell: Arc<StatusCell>) {
                 applied: m.last_applied.map(|id| id.index),
                 snapshot: m.snapshot.map(|id| id.index),
                 members,
+                membership_changing: m.membership_config.log_id()
+                    != m.committed_membership_config.log_id(),
             }
         };
         *cell.0.write() = status;

@@ -13,10 +13,11 @@ use ooblane_raft::RaftConfig;
 /// Thread-per-core QMP command dispatcher with an out-of-band lane.
 ///
 /// Serves the demo command set: in-band `work`, `counter-add`, `stall`, `emit-event`,
-/// `query-version`, `query-commands`, `query-qmp-schema`, `rpc.discover`, `quit`; allow-oob
-/// `ping`, `query-counter`, `release`, `query-stats`, `query-cluster`. With --data or
-/// --cluster, `counter-add` is replicated (logged, made durable, applied on every member);
-/// the others run on this member only.
+/// `query-version`, `query-commands`, `query-qmp-schema`, `rpc.discover`,
+/// `cluster-remove-member`, `quit`; allow-oob `ping`, `query-counter`, `release`,
+/// `query-stats`, `query-cluster`. With --data or --cluster, `counter-add` is replicated
+/// (logged, made durable, applied on every member), `query-counter` sent in-band is a
+/// linearizable read; the others run on this member only.
 ///
 /// Examples:
 ///   ooblane                                   # QMP on tcp:127.0.0.1:4444
@@ -26,6 +27,8 @@ use ooblane_raft::RaftConfig;
 ///   ooblane --data /var/lib/ooblane             # durable: counter-add survives kill -9
 ///   ooblane --cluster 1=tcp:127.0.0.1:7001,2=tcp:127.0.0.1:7002,3=tcp:127.0.0.1:7003 \
 ///           --node 2 --data /var/lib/ooblane-2 --qmp tcp:127.0.0.1:4402   # member 2 of 3
+///   ooblane --cluster 1=tcp:127.0.0.1:7001,2=tcp:127.0.0.1:7002,3=tcp:127.0.0.1:7003,4=tcp:127.0.0.1:7004 \
+///           --node 4 --join --data /var/lib/ooblane-4 --qmp tcp:127.0.0.1:4404    # a 4th joins
 ///
 /// Exits 0 after SIGINT, SIGTERM or `quit`, once every request already read is answered.
 /// A second signal exits at once.
@@ -124,16 +127,28 @@ pub struct Cli {
     #[arg(long, value_name = "DIR")]
     data: Option<std::path::PathBuf>,
 
-    /// Run as a member of this static Raft cluster: `ID=tcp:HOST:PORT,...` (3 or 5
-    /// members), every member's id and member-to-member address, the same on every member.
-    /// Replicated commands received by any member execute on all of them in one order; a
-    /// follower forwards them to the leader. OOB commands answer locally at once.
+    /// Run as a member of this Raft cluster: `ID=tcp:HOST:PORT,...`, every member's id and
+    /// member-to-member address (1, 3, 5 or 7 members to form a cluster; with --join, the
+    /// running members and this one). Replicated commands received by any member execute on
+    /// all of them in one order; a follower forwards them to the leader. In-band reads
+    /// (`query-counter` with execute) are linearizable on every member; OOB commands answer
+    /// locally at once. Members join and leave at run time (--join, `cluster-remove-member`):
+    /// the membership lives in the log, so this list only matters the first time.
     #[arg(long, value_name = "MEMBERS", value_parser = parse_members, requires_all = ["node", "data"])]
     cluster: Option<BTreeMap<u64, SocketAddr>>,
 
     /// This member's id in --cluster.
     #[arg(long, value_name = "ID", requires = "cluster")]
     node: Option<u64>,
+
+    /// Join a running cluster instead of forming one: --cluster lists its members and this
+    /// one (e.g. 1=tcp:H:P1,2=tcp:H:P2,3=tcp:H:P3,4=tcp:H:P4 with --node 4). This member asks
+    /// them to add it, catches up (log or snapshot) as a non-voting learner, then votes;
+    /// `query-cluster` shows its progress. Once joined, its --data holds the membership and a
+    /// restart (with or without --join) resumes as a member. To replace a dead member: remove
+    /// it (`cluster-remove-member`), then join a new one with a new id.
+    #[arg(long, requires_all = ["cluster", "node"])]
+    join: bool,
 
     /// With --data: take a snapshot (and drop the log before it) every N log entries.
     #[arg(long, value_name = "N", default_value_t = RaftConfig::DEFAULT_SNAPSHOT_EVERY)]
@@ -189,6 +204,7 @@ impl Cli {
             members: self.cluster.clone().unwrap_or_default(),
             node: self.node.unwrap_or(1),
             snapshot_every: self.snapshot_every,
+            join: self.join,
             ..RaftConfig::durable(data)
         })
     }
