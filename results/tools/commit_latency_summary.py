@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""The tables of a commit_latency.py sitting: reads OUT_DIR/sitting.json, the floor and every
-point's loadgen summary.json, writes OUT_DIR/summary.json (medians and ranges over the
+"""The tables of a commit_latency.py sitting: reads OUT_DIR/sitting.json (with the floor
+measurements) and every point's loadgen summary.json, writes OUT_DIR/summary.json (medians and ranges over the
 repetitions, ratios) and OUT_DIR/README.md. commit_latency.py calls it at the end; run it
 alone to regenerate them.
 
@@ -12,15 +12,16 @@ import os
 import statistics
 import sys
 
-# Metrics of one point, as read from loadgen's summary.json.
-METRICS = ("rate", "p50_ms", "p99_ms", "cpu_us", "switches")
+# Metrics of one point, as read from loadgen's summary.json, its p50 over the floor measured
+# just before its system started, and loadgen's own CPU per request sent (whole run).
+METRICS = ("rate", "p50_ms", "p99_ms", "cpu_us", "switches", "p50_vs_floor", "client_cpu_us")
 
 # What the issue asks of the engine at these points (3 members unless said).
 P50_MAX_MS, P99_MAX_MS, DURABLE_P50_MAX_MS = 1.0, 3.0, 0.6
 FLOOR_RATIO_MAX, CPU_MAX_US, PIPELINED_MIN, PIPELINED_VS_ETCD = 2.5, 100.0, 190_000, 15.0
 
 
-def point_figures(out, point):
+def point_figures(out, point, floors):
     """The figures of one run, or None if it left no summary."""
     path = os.path.join(out, point["dir"], "summary.json")
     if not os.path.exists(path):
@@ -29,13 +30,17 @@ def point_figures(out, point):
         s = json.load(f)
     total, cost = s["total"], s.get("server") or {}
     switches = cost.get("switches_per_1k_replies")
+    p50_ms = total["corrected"]["p50"] / 1e3
+    floor = floor_ms(parts(floors[point["floor"]]), point["members"], point["via"])
     return {
         "rate": total["rate"],
-        "p50_ms": total["corrected"]["p50"] / 1e3,
+        "p50_ms": p50_ms,
         "p99_ms": total["corrected"]["p99"] / 1e3,
         "cpu_us": cost.get("cpu_us_per_reply"),
         "cpu_source": cost.get("cpu_source"),
         "switches": None if switches is None else switches / 1e3,
+        "p50_vs_floor": None if point["point"].startswith("pipelined") else p50_ms / floor,
+        "client_cpu_us": div(point.get("client_cpu_s", 0) * 1e6, total["counts"]["sent"]) or None,
         "failures": s["failures"],
     }
 
@@ -55,7 +60,7 @@ def aggregate(out, sitting):
         if key not in groups:
             groups[key] = {"runs": [], "members": p["members"], "via": p["via"]}
             order.append(key)
-        figures = point_figures(out, p)
+        figures = point_figures(out, p, sitting["floors"])
         groups[key]["runs"].append(figures or {"failures": ["no summary.json"]})
     for g in groups.values():
         for m in METRICS:
@@ -64,34 +69,32 @@ def aggregate(out, sitting):
     return groups, order
 
 
-def floor(sitting):
-    """The floor's parts (mean p50 of the start and end measurements, µs)."""
-    mean = lambda key: statistics.mean(f[key]["p50_us"] for f in sitting["floor"])
-    return {"fdatasync_us": mean("fdatasync_overwrite"), "rtt_us": mean("loopback_round_trip")}
+def parts(floor):
+    """The parts of a commit's floor from one floor measurement: p50s, µs."""
+    return {"fdatasync_us": floor["fdatasync_overwrite"]["p50_us"],
+            "rtt_us": floor["loopback_round_trip"]["p50_us"]}
 
 
-def floor_ms(parts, members, via):
+def floor_ms(floor_parts, members, via):
     """A commit's floor: the leader's and a follower's fsync run in parallel, so one fsync,
     plus the client's round trip, the leader-follower round trip, and one more when the
     client talks to a follower; a single node: one fsync and the client's round trip."""
     trips = 1 if members == 1 else (2 if via == "leader" else 3)
-    return (parts["fdatasync_us"] + trips * parts["rtt_us"]) / 1e3
+    return (floor_parts["fdatasync_us"] + trips * floor_parts["rtt_us"]) / 1e3
 
 
 def etcd_of(system, members):
     return None if system.startswith("etcd") else ("etcd-3" if members > 1 else "etcd-1")
 
 
-def ratios(groups, parts):
-    """Per (system, point): p50 and throughput against etcd's same point, p50 against the
-    floor; pipelined throughput against etcd's best closed-loop throughput."""
+def ratios(groups):
+    """Per (system, point): p50 and throughput against etcd's same point; pipelined
+    throughput against etcd's best closed-loop throughput."""
     out = {}
     for (system, point), g in groups.items():
         r = {}
         med = lambda grp, m: (grp.get(m) or {}).get("median")
         etcd = etcd_of(system, g["members"])
-        if point != "pipelined-c4x256":
-            r["p50_vs_floor"] = div(med(g, "p50_ms"), floor_ms(parts, g["members"], g["via"]))
         if etcd and (etcd, point) in groups:
             e = groups[(etcd, point)]
             r["p50_vs_etcd"] = div(med(g, "p50_ms"), med(e, "p50_ms"))
@@ -168,7 +171,7 @@ def results_table(groups, order, rat, sitting):
                 point, name(system, sitting), bad, cell(g["rate"], count), cell(g["p50_ms"], ms),
                 cell(g["p99_ms"], ms), cell(g["cpu_us"], one), cell(g["switches"], one),
                 x(r.get("p50_vs_etcd")),
-                x(r.get("rate_vs_etcd", r.get("rate_vs_etcd_best"))), x(r.get("p50_vs_floor"))))
+                x(r.get("rate_vs_etcd", r.get("rate_vs_etcd_best"))), cell(g["p50_vs_floor"], x)))
     return lines
 
 
@@ -195,6 +198,9 @@ def headline(groups, sitting):
         ("paced 5,000/s via the leader, 64 connections: p50 / p99 ms", lambda c, d: pair(c, "paced-5000-c64-leader")),
         ("server CPU µs per commit, all members, paced 1,000/s", lambda c, d: cell(get(c, "paced-1000-c16-leader", "cpu_us"), one)),
         ("context switches per commit, all members, paced 1,000/s", lambda c, d: cell(get(c, "paced-1000-c16-leader", "switches"), one)),
+        ("loadgen's own CPU µs per request, paced 1,000/s (closed, 64 connections)",
+         lambda c, d: "%s (%s)" % (cell(get(c, "paced-1000-c16-leader", "client_cpu_us"), one),
+                                   cell(get(c, "closed-c64", "client_cpu_us"), one))),
         ("durable single node (etcd: 1 member), paced 1,000/s: p50 / p99 ms", lambda c, d: pair(d, "paced-1000-c16-leader")),
         ("durable single node (etcd: 1 member), 64 x one outstanding: commits/s", lambda c, d: cell(get(d, "closed-c64", "rate"), count)),
     ]
@@ -223,14 +229,14 @@ def build_table(groups, order, sitting):
     return lines
 
 
-def targets_table(groups, rat, sitting, parts):
+def targets_table(groups, rat, sitting):
     build = "new" if any(s.startswith("new-") for s in sitting["systems"]) else "engine"
     med = lambda system, point, m: ((groups.get((system, point)) or {}).get(m) or {}).get("median")
     rows = []
     for point in ("paced-1000-c16-leader", "paced-1000-c16-follower", "paced-5000-c16-leader",
                   "paced-5000-c16-follower"):
         p50, p99 = med(build + "-cluster", point, "p50_ms"), med(build + "-cluster", point, "p99_ms")
-        ratio = rat.get((build + "-cluster", point), {}).get("p50_vs_floor")
+        ratio = med(build + "-cluster", point, "p50_vs_floor")
         rows.append(("3 members, %s: p50 ≤ %.1f ms and ≤ %.1fx floor, p99 ≤ %.0f ms"
                      % (point, P50_MAX_MS, FLOOR_RATIO_MAX, P99_MAX_MS),
                      "p50 %s ms (%s floor), p99 %s ms" % (fmt(p50, ms), x(ratio), fmt(p99, ms)),
@@ -260,27 +266,28 @@ def met(ok):
     return "met" if ok else "**missed**"
 
 
-def floor_section(sitting, parts):
+def floor_section(sitting):
+    floors = list(sitting["floors"].values())
     lines = ["## The floor, measured in this sitting", "",
-             "`floor DATA_ROOT` (bench/src/bin/floor.rs) before the first system and after the "
-             "last, on the filesystem of the data directories: %s." % sitting["meta"]["machine"]["data_fs"], "",
-             "| measurement | start p50 / p99 | end p50 / p99 |", "|---|---:|---:|"]
+             "`floor DATA_ROOT --count 500` (bench/src/bin/floor.rs) on the filesystem of the "
+             "data directories (%s), right before every system started and once at the end: "
+             "%d measurements, median [range] of their p50s and p99s." % (
+                 sitting["meta"]["machine"]["data_fs"], len(floors)), "",
+             "| measurement | p50 µs | p99 µs |", "|---|---:|---:|"]
     labels = (("fdatasync_overwrite", "fdatasync of a 64 B overwrite in a preallocated file"),
               ("fdatasync_append", "fdatasync of a 64 B append (file grows: journal commit too)"),
               ("loopback_round_trip", "loopback TCP round trip, 64 B, both sides asleep in read"))
     for key, label in labels:
-        start, end = (f[key] for f in sitting["floor"])
-        lines.append("| %s | %.1f / %.1f µs | %.1f / %.1f µs |" % (
-            label, start["p50_us"], start["p99_us"], end["p50_us"], end["p99_us"]))
-    fs, rtt = parts["fdatasync_us"], parts["rtt_us"]
-    lines += ["", "Floors used for the ratios (p50s, mean of start and end): one fdatasync "
-              "(overwrite: a log that preallocates, as etcd's WAL does) %.0f µs, one round trip "
-              "%.0f µs. A 3-member commit via the leader: the leader's and one follower's "
-              "fdatasync in parallel plus the client's and the leader-follower round trips, "
-              "**%.2f ms**; via a follower one round trip more, **%.2f ms**; a single durable "
-              "node: one fdatasync and the client's round trip, **%.2f ms**." % (
-                  fs, rtt, floor_ms(parts, 3, "leader"), floor_ms(parts, 3, "follower"),
-                  floor_ms(parts, 1, "leader"))]
+        lines.append("| %s | %s | %s |" % (label, cell(spread([f[key]["p50_us"] for f in floors]), one),
+                                           cell(spread([f[key]["p99_us"] for f in floors]), one)))
+    commit = lambda members, via: cell(spread([floor_ms(parts(f), members, via) for f in floors]), ms)
+    lines += ["", "A commit's floor, from one measurement's p50s: the leader's and one follower's "
+              "fdatasync (overwrite: a log that preallocates, as etcd's WAL does) run in "
+              "parallel, plus the client's and the leader-follower round trips: **%s ms** via "
+              "the leader, **%s ms** via a follower (one round trip more); a single durable "
+              "node, one fdatasync and the client's round trip: **%s ms**. Each point's "
+              "\"p50 ÷ floor\" uses the measurement taken just before its system started." % (
+                  commit(3, "leader"), commit(3, "follower"), commit(1, "leader"))]
     return lines
 
 
@@ -319,15 +326,34 @@ leader or a follower; all latencies CO-corrected (from each request's intended s
 summed, divided by the replies; switches per commit are the voluntary and involuntary
 context switches of all their threads. "÷ etcd" compares with etcd's same point (3 members
 with 3, durable with 1; pipelined throughput with etcd's best closed point); "÷ floor" with
-the commit floor above."""
+the commit floor measured just before the system started (median [range] of the
+repetitions)."""
+
+
+def verification(out, sitting):
+    """Why each failed run failed (from its summary), and systems that did not start."""
+    failed = []
+    for p in sitting["points"]:
+        if p["rc"] == 0:
+            continue
+        figures = point_figures(out, p, sitting["floors"])
+        why = "; ".join(figures["failures"]) if figures else "no summary.json"
+        failed.append("- `%s`: %s (see [%s.txt](%s.txt))" % (p["dir"], why, p["dir"], p["dir"]))
+    lines = ["", "## Verification", ""]
+    if not failed and not sitting["failures"]:
+        return lines + ["Every run passed loadgen's verification (every reply matched, none "
+                        "missing or an error)."]
+    return lines + ["%d of %d runs failed loadgen's verification:" % (len(failed), len(sitting["points"])),
+                    ""] + failed + ["- " + f for f in sitting["failures"]]
 
 
 def caveats(sitting):
     cores = sitting["meta"]["machine"]["cores"]
     return ["", "## Caveats", "",
             "- All of it shares this machine's %d cores: three members (or one), loadgen and "
-            "whatever else the machine runs. loadgen's own CPU (its event loop, 16–64 "
-            "connections) is taken from the cores the servers need, so every latency here is an "
+            "whatever else the machine runs. loadgen's own CPU (its event loop over 16–64 "
+            "connections; per request in the side-by-side table, from its rusage over the "
+            "whole run) is taken from the cores the servers need, so every latency here is an "
             "upper bound on the server's and every throughput a lower bound." % cores,
             "- The floor is measured on the same disk in the same sitting, but disk latency "
             "drifts with other I/O on the machine: compare the floor's start and end figures.",
@@ -343,26 +369,24 @@ def write(out):
     with open(os.path.join(out, "sitting.json")) as f:
         sitting = json.load(f)
     groups, order = aggregate(out, sitting)
-    parts = floor(sitting)
-    rat = ratios(groups, parts)
-    summary = {"meta": sitting["meta"], "floor": {"parts_us": parts, "runs": sitting["floor"],
-               "commit_ms": {"3-leader": floor_ms(parts, 3, "leader"),
-                             "3-follower": floor_ms(parts, 3, "follower"),
-                             "1": floor_ms(parts, 1, "leader")}},
+    rat = ratios(groups)
+    floors = sitting["floors"]
+    summary = {"meta": sitting["meta"],
+               "floor": {tag: dict(parts(f), commit_ms={
+                   "3-leader": floor_ms(parts(f), 3, "leader"),
+                   "3-follower": floor_ms(parts(f), 3, "follower"),
+                   "1": floor_ms(parts(f), 1, "leader")}) for tag, f in floors.items()},
                "points": [dict({"system": s, "point": p, "ratios": rat[(s, p)]},
                                **{k: v for k, v in groups[(s, p)].items()})
                           for s, p in order],
                "failures": sitting["failures"]}
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
-    verdict = ["", "## Verification", ""]
-    verdict += ["Every run passed loadgen's verification (every reply matched, none missing or "
-                "an error)."] if not sitting["failures"] else ["- " + f for f in sitting["failures"]]
-    lines = (header(sitting) + floor_section(sitting, parts)
+    lines = (header(sitting) + floor_section(sitting)
              + ["", "## Results", "", NOTES] + headline(groups, sitting)
              + ["", "### Every point", ""] + results_table(groups, order, rat, sitting)
-             + build_table(groups, order, sitting) + targets_table(groups, rat, sitting, parts)
-             + verdict + caveats(sitting))
+             + build_table(groups, order, sitting) + targets_table(groups, rat, sitting)
+             + verification(out, sitting) + caveats(sitting))
     with open(os.path.join(out, "README.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
 
