@@ -38,6 +38,7 @@ runs on this machine's cores, loadgen included: run it under the load-test lock.
 """
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -327,11 +328,13 @@ def output(argv):
 
 
 def binary(path):
-    """What a binary is: its path, its --version, and the COMMIT file beside it if any."""
+    """What a binary is: its path, --version, SHA-256, and the COMMIT file beside it if any."""
     commit_file = os.path.join(os.path.dirname(path), "COMMIT")
     commit = open(commit_file).read().strip() if os.path.exists(commit_file) else None
+    with open(path, "rb") as f:
+        sha256 = hashlib.sha256(f.read()).hexdigest()
     return {"path": os.path.abspath(path), "version": output([path, "--version"]),
-            "commit_file": commit}
+            "sha256": sha256, "commit_file": commit}
 
 
 def describe(args, data_root):

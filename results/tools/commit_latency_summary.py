@@ -2,7 +2,8 @@
 """The tables of a commit_latency.py sitting: reads OUT_DIR/sitting.json (with the floor
 measurements) and every point's loadgen summary.json, writes OUT_DIR/summary.json (medians and ranges over the
 repetitions, ratios) and OUT_DIR/README.md. commit_latency.py calls it at the end; run it
-alone to regenerate them.
+alone to regenerate them. OUT_DIR/notes.md, if present (written by hand after the sitting:
+what the run shows), is included after the header.
 
     results/tools/commit_latency_summary.py OUT_DIR
 """
@@ -315,19 +316,28 @@ def header(sitting):
 
 NOTES = """Every system ran alone, started fresh (new data directories) for every repetition, the
 repetitions in alternating order; each point is a loadgen run folder under `runs/` (its
-`report.txt`, `summary.json`, raw `.hgrm` histograms) with its console output beside it
-(`runs/NAME.txt`); every command is in [commands.txt](commands.txt). Cells are the median of
-the repetitions with the range in brackets. Engine: QMP `counter-add {"delta":1}` (replicated);
-etcd: `POST /v3/kv/put` of a 1-byte value through the HTTP/JSON gateway (loadgen
-`--protocol etcd`), default settings (an fsync per commit). Points: `closed-cN`, N
-connections x one request outstanding; `pipelined-c4x256`, 4 connections x 256 outstanding;
-`paced-R-cN-via`, R commits/s over N connections on constant-rate schedules, through the
-leader or a follower; all latencies CO-corrected (from each request's intended send time). CPU per commit is the server CPU (schedstat ns) of all the system's members
-summed, divided by the replies; switches per commit are the voluntary and involuntary
-context switches of all their threads. "÷ etcd" compares with etcd's same point (3 members
-with 3, durable with 1; pipelined throughput with etcd's best closed point); "÷ floor" with
-the commit floor measured just before the system started (median [range] of the
-repetitions)."""
+`report.txt`, `summary.json`, raw `.hgrm` histograms, SVG plot) with its console output
+beside it (`runs/NAME.txt`); every command is in [commands.txt](commands.txt); the floor
+measurements are in `floor/`. Cells are the median of the repetitions with the range in
+brackets. Engine: QMP `counter-add {"delta":1}` (replicated); etcd: `POST /v3/kv/put` of a
+1-byte value through the HTTP/JSON gateway (loadgen `--protocol etcd`), default settings
+(an fsync per commit). Points: `closed-cN`, N connections x one request outstanding;
+`pipelined-c4x256`, 4 connections x 256 outstanding; `paced-R-cN-via`, R commits/s over N
+connections on constant-rate schedules, through the leader or a follower; all latencies
+CO-corrected (from each request's intended send time). CPU per commit is the server CPU
+(schedstat ns) of all the system's members summed, divided by the replies; switches per
+commit are the voluntary and involuntary context switches of all their threads. "÷ etcd"
+compares with etcd's same point (3 members with 3, durable with 1; pipelined throughput with
+etcd's best closed point); "÷ floor" with the commit floor measured just before the system
+started (median [range] of the repetitions)."""
+
+
+def notes(out):
+    path = os.path.join(out, "notes.md")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [f.read().rstrip("\n"), ""]
 
 
 def verification(out, sitting):
@@ -348,7 +358,9 @@ def verification(out, sitting):
 
 
 def caveats(sitting):
-    cores = sitting["meta"]["machine"]["cores"]
+    m = sitting["meta"]
+    cores = m["machine"]["cores"]
+    secs = float(m["durations"]["measured"].rstrip("s"))
     return ["", "## Caveats", "",
             "- All of it shares this machine's %d cores: three members (or one), loadgen and "
             "whatever else the machine runs. loadgen's own CPU (its event loop over 16–64 "
@@ -356,13 +368,26 @@ def caveats(sitting):
             "whole run) is taken from the cores the servers need, so every latency here is an "
             "upper bound on the server's and every throughput a lower bound." % cores,
             "- The floor is measured on the same disk in the same sitting, but disk latency "
-            "drifts with other I/O on the machine: compare the floor's start and end figures.",
+            "drifts with other I/O on the machine (the floor's ranges above): a point's "
+            "\"÷ floor\" uses the measurement next to it, and is still only as steady as "
+            "the disk was between the two.",
             "- etcd's HTTP/JSON gateway answers one request at a time per HTTP/1.1 connection "
             "(etcd's own gRPC clients multiplex over HTTP/2): at 5,000/s over 16 connections "
             "each connection must finish a commit every 3.2 ms or its queue grows, so "
             "`paced-5000-c16` measures that cap as much as etcd; `paced-5000-c64` lifts it.",
-            "- Tails (p99) of 2–4 s runs rest on a few thousand samples at 1,000/s: p99 on a "
-            "few dozen."]
+            "- At 1,000/s a %s run holds %s samples: its p99 rests on the %s worst."
+            % (m["durations"]["measured"], count(1000 * secs), count(10 * secs))] + same_build(sitting)
+
+
+def same_build(sitting):
+    """When both engine builds are one binary, the new ÷ old table is an A/A test."""
+    m = sitting["meta"]
+    old, new = m.get("old_engine"), m["engine"]
+    if not old or not (old["path"] == new["path"] or old.get("sha256", 1) == new.get("sha256", 2)):
+        return []
+    return ["- Both engine builds are the same binary: the \"new ÷ old\" table is an A/A "
+            "test, and its spread (how far from 1.00x) is what this machine's noise alone "
+            "does to a side-by-side comparison in one sitting."]
 
 
 def write(out):
@@ -382,7 +407,7 @@ def write(out):
                "failures": sitting["failures"]}
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
-    lines = (header(sitting) + floor_section(sitting)
+    lines = (header(sitting) + notes(out) + floor_section(sitting)
              + ["", "## Results", "", NOTES] + headline(groups, sitting)
              + ["", "### Every point", ""] + results_table(groups, order, rat, sitting)
              + build_table(groups, order, sitting) + targets_table(groups, rat, sitting)
