@@ -101,7 +101,7 @@ pub fn ceiling_config(cfg: &RunConfig, echo: Address) -> RunConfig {
         warmup: cfg.warmup.min(Duration::from_secs(1)),
         duration: cfg.duration.min(Duration::from_secs(5)),
         expect_errors: false,
-        server_pid: None,
+        server_pids: Vec::new(),
         label: format!("{}-ceiling", cfg.label),
         ..cfg.clone()
     }

@@ -27,6 +27,12 @@ Examples:
   # An OVS JSON-RPC server (ovsdb-server): 'echo' is answered by every OVS server.
   loadgen -r unix:/var/run/openvswitch/db.sock --protocol jsonrpc --lane cmd=echo,rate=2000
 
+  # etcd through its HTTP/JSON gateway: 1,000 puts/s (key and value base64) over 16
+  # keep-alive connections, the CPU and context switches of all three members summed:
+  loadgen -r tcp:127.0.0.1:2379 --protocol etcd -c 16 \\
+          --lane 'name=put,cmd=/v3/kv/put,args={\"key\":\"bG9hZGdlbg==\",\"value\":\"MQ==\"},rate=1000' \\
+          --server-pid 101 --server-pid 102 --server-pid 103
+
   # Peak throughput (closed loop, 16 outstanding per connection), quoted against the
   # loopback echo ceiling measured with the same shape:
   loadgen --depth 16 --ceiling
@@ -38,7 +44,7 @@ Examples:
   loadgen sweep --rate 2000 --p99-bound 5ms -d 5s --warmup 1s
 
   # The server's cost per reply (CPU, context switches, RSS, fds) of a running server:
-  loadgen -r tcp:127.0.0.1:4444 --server-pid $(pidof engine)
+  loadgen -r tcp:127.0.0.1:4444 --server-pid $(pidof -s engine)
 
   # Two processes (here or on two machines) with aligned schedules, then one merged report:
   T=$(( $(date +%s) + 5 ))
@@ -50,8 +56,9 @@ Examples:
 
 Lane spec: comma-separated key=value items:
   name=NAME   label in reports and file names (default: the command)
-  cmd=CMD     command (QMP `execute`) or method (JSON-RPC)
-  args=JSON   arguments object (QMP) or params (JSON-RPC; an object is wrapped in [...])
+  cmd=CMD     command (QMP `execute`), method (JSON-RPC) or gateway path (etcd: /v3/kv/put)
+  args=JSON   arguments object (QMP), params (JSON-RPC; an object is wrapped in [...]) or
+              the request body (etcd: a JSON object, default {})
   oob         send as QMP `exec-oob` (exempt from the in-band order check)
   rate=N      fixed requests/s across all connections, or
   share=W     weight in --rate (open loop) or in the request mix (closed loop), default 1
@@ -64,12 +71,13 @@ or a run that could not start, 2 bad usage.";
 #[derive(Debug, Parser)]
 #[command(name = "loadgen", version, after_long_help = EXAMPLES, args_conflicts_with_subcommands = true)]
 #[command(long_about = "Open-loop, coordinated-omission-corrected load generator for QMP \
-(QEMU, the engine) and OVS JSON-RPC servers. Latency is measured from each request's \
+(QEMU, the engine), OVS JSON-RPC servers and etcd's HTTP/JSON gateway. Latency is measured from each request's \
 intended send time (constant-rate schedule per lane, µs timers), so a stalled server shows \
 up as latency, not as a lower rate; service time from the actual send is reported beside it. \
 Every reply is matched by id (duplicates, unknown ids, missing replies are errors); \
-in-band reply order per connection is checked where the protocol promises it (QMP). With no --remote, an in-process \
-engine is started and loaded.")]
+in-band reply order per connection is checked where the protocol promises it (QMP); \
+HTTP replies (etcd) carry no id and answer the oldest request outstanding on their \
+connection. With no --remote, an in-process engine is started and loaded.")]
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Option<Command>,
@@ -152,6 +160,10 @@ pub(crate) enum ProtocolArg {
     Qmp,
     /// JSON-RPC 1.0 as Open vSwitch speaks it.
     Jsonrpc,
+    /// etcd's HTTP/JSON gateway: each lane POSTs its args (the JSON body) to its cmd (a
+    /// path such as /v3/kv/put) on keep-alive HTTP/1.1 connections; a reply must be a 2xx
+    /// with a JSON object body (Content-Length framed), anything else is an error reply.
+    Etcd,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -247,13 +259,14 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "TIME", value_parser = |s: &str| loadgen::parse_start_at(s))]
     pub(crate) start_at: Option<std::time::SystemTime>,
     /// Sample this server process from /proc during the measured window (after warm-up) and
-    /// report its cost: CPU µs per reply (utime+stime from /proc/PID/stat), context
-    /// switches per 1,000 replies (summed over /proc/PID/task/*/status), peak RSS (sampled
-    /// VmRSS; VmHWM beside it) and peak open fds. Automatic for the embedded engine (no
-    /// --remote), where only its engine-* threads are counted for CPU and switches, not
-    /// loadgen's own.
-    #[arg(long, value_name = "PID")]
-    pub(crate) server_pid: Option<u32>,
+    /// report its cost: CPU µs per reply (ns from /proc/PID/task/*/schedstat, utime+stime
+    /// ticks where the kernel has no schedstat), context switches per 1,000 replies (summed
+    /// over /proc/PID/task/*/status), peak RSS (sampled VmRSS; VmHWM beside it) and peak
+    /// open fds. Repeat it for a cluster: the members' figures are summed. Automatic for
+    /// the embedded engine (no --remote), where only its engine-* threads are counted for
+    /// CPU and switches, not loadgen's own.
+    #[arg(long = "server-pid", value_name = "PID")]
+    pub(crate) server_pids: Vec<u32>,
     /// Also measure the loopback echo ceiling (same connections, depth, requests) first and
     /// quote throughput as a fraction of it.
     #[arg(long)]
@@ -289,6 +302,7 @@ impl RunArgs {
             protocol: match self.protocol {
                 ProtocolArg::Qmp => Protocol::Qmp,
                 ProtocolArg::Jsonrpc => Protocol::JsonRpc,
+                ProtocolArg::Etcd => Protocol::Etcd,
             },
             lanes,
             rate: self.rate,
@@ -308,7 +322,7 @@ impl RunArgs {
                 (_, true) => Some(false),
                 _ => None,
             },
-            server_pid: self.server_pid,
+            server_pids: self.server_pids.clone(),
             start_at: self.start_at,
             spin: match self.spin {
                 SpinArg::Auto => Spin::Auto,

@@ -30,17 +30,40 @@ pub enum Protocol {
     JsonRpc,
     /// Raw echo: every request comes back byte for byte (the loopback ceiling).
     Echo,
+    /// etcd's HTTP/JSON gateway (grpc-gateway): each lane's `cmd` is a path such as
+    /// `/v3/kv/put` and its `args` the JSON body, sent as `POST` on a keep-alive HTTP/1.1
+    /// connection. HTTP replies carry no id: each answers the oldest request outstanding on
+    /// its connection.
+    Etcd,
 }
 
 impl Protocol {
     /// Whether the dialect promises in-band replies in request order per connection: QMP
     /// does (qmp-spec: in-band commands are executed and answered in order); JSON-RPC does
     /// not (`ovsdb-server` answers a `transact` after its commit and a `list_dbs` at once);
-    /// the echo server returns the bytes it read, in order.
+    /// the echo server returns the bytes it read, in order. HTTP/1.1 answers in order too,
+    /// but its replies carry no id, so they are matched by position and their order cannot
+    /// be checked ([`RunConfig::order_check`]).
     pub fn promises_order(self) -> bool {
         match self {
-            Protocol::Qmp | Protocol::Echo => true,
+            Protocol::Qmp | Protocol::Echo | Protocol::Etcd => true,
             Protocol::JsonRpc => false,
+        }
+    }
+
+    /// Whether replies carry the request's id; otherwise each reply answers the oldest
+    /// request outstanding on its connection.
+    pub fn replies_carry_ids(self) -> bool {
+        self != Protocol::Etcd
+    }
+
+    /// The name used on the command line and in `summary.json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Qmp => "qmp",
+            Protocol::JsonRpc => "jsonrpc",
+            Protocol::Echo => "echo",
+            Protocol::Etcd => "etcd",
         }
     }
 }
@@ -136,10 +159,10 @@ pub struct RunConfig {
     /// Check per-connection in-band reply order: `None` follows the protocol's promise
     /// ([`Protocol::promises_order`]); `Some` overrides it. Ids are always matched.
     pub verify_order: Option<bool>,
-    /// Server process to sample from `/proc` during the measured window (CPU per reply,
-    /// context switches, RSS, fds). With no remotes the embedded engine's threads are sampled
-    /// whatever this says.
-    pub server_pid: Option<u32>,
+    /// Server processes to sample from `/proc` during the measured window (CPU per reply,
+    /// context switches, RSS, fds), summed: one server, or every member of a cluster. With
+    /// no remotes the embedded engine's threads are sampled whatever this says.
+    pub server_pids: Vec<u32>,
     /// Early-wake spin of the driver threads.
     pub spin: Spin,
     /// Wall-clock time zero of the schedules (`--start-at`), so that several processes on
@@ -190,7 +213,7 @@ impl Default for RunConfig {
             seed: None,
             expect_errors: false,
             verify_order: None,
-            server_pid: None,
+            server_pids: Vec::new(),
             spin: Spin::Auto,
             start_at: None,
             interval: Duration::from_secs(1),
@@ -202,6 +225,9 @@ impl Default for RunConfig {
 impl RunConfig {
     /// Whether this run checks in-band reply order, and why.
     pub fn order_check(&self) -> (bool, &'static str) {
+        if !self.protocol.replies_carry_ids() {
+            return (false, "replies carry no id: each answers the oldest outstanding request");
+        }
         match self.verify_order {
             Some(true) => (true, "--verify-order"),
             Some(false) => (false, "--no-verify-order"),
@@ -255,6 +281,9 @@ impl RunConfig {
         if self.interval.is_zero() {
             return fail("--interval must be positive");
         }
+        if self.protocol == Protocol::Etcd {
+            return self.validate_etcd();
+        }
         if self.protocol == Protocol::Qmp
             && let Some(lane) = self
                 .lanes
@@ -265,6 +294,28 @@ impl RunConfig {
                 "lane '{}': QMP arguments must be an object",
                 lane.name
             )));
+        }
+        Ok(())
+    }
+
+    /// etcd lanes: a path, a JSON object body, no out-of-band; order cannot be checked.
+    fn validate_etcd(&self) -> Result<(), Error> {
+        if self.verify_order == Some(true) {
+            return Err(Error::Config(
+                "--verify-order: HTTP replies carry no id, so their order cannot be checked".into(),
+            ));
+        }
+        for lane in &self.lanes {
+            let why = if !lane.cmd.starts_with('/') || lane.cmd.contains(char::is_whitespace) {
+                "cmd must be a gateway path such as /v3/kv/put"
+            } else if !matches!(lane.args, None | Some(serde_json::Value::Object(_))) {
+                "args must be the JSON object body"
+            } else if lane.oob {
+                "etcd has no out-of-band lane"
+            } else {
+                continue;
+            };
+            return Err(Error::Config(format!("lane '{}': {why}", lane.name)));
         }
         Ok(())
     }
@@ -296,6 +347,25 @@ mod tests {
         assert_eq!(forced.order_check(), (true, "--verify-order"));
         let off = RunConfig { verify_order: Some(false), ..qmp };
         assert_eq!(off.order_check(), (false, "--no-verify-order"));
+    }
+
+    #[test]
+    fn etcd_lanes_are_paths_with_object_bodies_and_replies_are_matched_by_position() {
+        let put = Lane::new("put", "/v3/kv/put", Some(serde_json::json!({"key": "YQ=="})), false);
+        let etcd = RunConfig { protocol: Protocol::Etcd, lanes: vec![put], ..RunConfig::default() };
+        etcd.validate().unwrap();
+        assert!(!etcd.order_check().0);
+        let check = |lane: Lane| {
+            RunConfig { lanes: vec![lane], ..etcd.clone() }.validate().unwrap_err().to_string()
+        };
+        assert!(check(Lane::new("p", "kv/put", None, false)).contains("gateway path"));
+        assert!(
+            check(Lane::new("p", "/v3/kv/put", Some(serde_json::json!([1])), false))
+                .contains("object body")
+        );
+        assert!(check(Lane::new("p", "/v3/kv/put", None, true)).contains("out-of-band"));
+        let forced = RunConfig { verify_order: Some(true), ..etcd };
+        assert!(forced.validate().unwrap_err().to_string().contains("--verify-order"));
     }
 
     #[test]

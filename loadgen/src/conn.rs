@@ -18,7 +18,7 @@ use crate::Address;
 use crate::config::Protocol;
 use crate::framer::{Frame, Framer, MAX_FRAME};
 use crate::inflight::{Flight, InFlight, Lookup};
-use crate::protocol::{Message, Template, classify, qmp_capabilities};
+use crate::protocol::{Message, Template, classify, classify_http, qmp_capabilities};
 use crate::recorder::Recorder;
 use crate::remote::Rotation;
 use crate::stream::Stream;
@@ -102,8 +102,8 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// A connection that is down and will use `rotation`.
-    pub(crate) fn new(token: Token, rotation: Rotation) -> Conn {
+    /// A connection that is down and will use `rotation` to reach servers of `protocol`.
+    pub(crate) fn new(token: Token, rotation: Rotation, protocol: Protocol) -> Conn {
         Conn {
             token,
             stream: None,
@@ -113,7 +113,7 @@ impl Conn {
             epoch: 0,
             had_session: false,
             up_since: None,
-            framer: Framer::default(),
+            framer: Framer::new(protocol),
             out: Vec::new(),
             written: 0,
             inflight: InFlight::default(),
@@ -228,7 +228,14 @@ impl Conn {
             while let Some(frame) = self.framer.next_frame() {
                 let message = match frame {
                     Frame::Value(range) => classify(sh.protocol, self.framer.bytes(range)),
+                    Frame::Response { status, body } => {
+                        classify_http(status, self.framer.bytes(body))
+                    }
                     Frame::Garbage => Message::Malformed,
+                    Frame::Unframable(why) => {
+                        rec.verify.protocol_errors += 1;
+                        return Outcome::Down(format!("unframable reply: {why}"));
+                    }
                 };
                 match self.on_message(sh, rec, message, now) {
                     Outcome::Idle => {}
@@ -265,6 +272,11 @@ impl Conn {
                 ));
             }
             (Phase::Ready, Message::Reply { id, ok }) => self.on_reply(sh, rec, id, ok, now),
+            (Phase::Ready, Message::InOrder { ok }) => self.on_reply_in_order(sh, rec, ok, now),
+            (Phase::Ready, Message::MalformedInOrder) => {
+                rec.verify.protocol_errors += 1;
+                self.on_reply_in_order(sh, rec, false, now);
+            }
             (Phase::Ready, Message::ForeignId) => rec.verify.unknown_ids += 1,
             (_, Message::ServerRequest(Some(reply))) => self.out.extend_from_slice(&reply),
             (_, Message::ServerRequest(None)) => {}
@@ -330,6 +342,15 @@ impl Conn {
             }
         }
         rec.reply(flight.lane, flight.intended, flight.sent, now, ok);
+    }
+
+    /// A reply without an id answers the oldest request outstanding (HTTP/1.1); one with
+    /// nothing outstanding is counted as a reply to an unknown request.
+    fn on_reply_in_order(&mut self, sh: &Shared, rec: &mut Recorder, ok: bool, now: Instant) {
+        match self.inflight.oldest() {
+            Some(id) => self.on_reply(sh, rec, id, ok, now),
+            None => rec.verify.unknown_ids += 1,
+        }
     }
 
     /// Sends a request now if the session is ready, else holds it in the backlog.

@@ -150,8 +150,9 @@ impl<'a> Driver<'a> {
             true => Rotation::shuffled(sh.remotes.len(), cfg.backoff, rng),
             false => Rotation::in_order((0..sh.remotes.len()).collect(), cfg.backoff),
         };
-        let conns =
-            (0..global.len()).map(|i| Conn::new(Token(i + 1), rotation(&mut rng))).collect();
+        let conns = (0..global.len())
+            .map(|i| Conn::new(Token(i + 1), rotation(&mut rng), sh.protocol))
+            .collect();
         let now = Instant::now();
         let shares: Vec<f64> = cfg.lanes.iter().map(|l| l.share).collect();
         Ok(Driver {

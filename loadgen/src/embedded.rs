@@ -32,7 +32,10 @@ impl Embedded {
         match protocol {
             Protocol::Qmp => config.qmp = vec![address],
             Protocol::JsonRpc => config.jsonrpc = vec![address],
-            Protocol::Echo => return Err(Error::Config("the echo protocol needs --remote".into())),
+            Protocol::Echo | Protocol::Etcd => {
+                let name = protocol.name();
+                return Err(Error::Config(format!("the {name} protocol needs --remote")));
+            }
         }
         let handle = Server::start(config, ooblane::demo::registry())
             .map_err(|e| Error::Engine(e.to_string()))?;

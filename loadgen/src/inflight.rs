@@ -82,6 +82,12 @@ impl InFlight {
         Lookup::Found(flight)
     }
 
+    /// The id of the oldest request awaiting a reply: what a reply without an id answers
+    /// (HTTP/1.1 replies come in request order).
+    pub(crate) fn oldest(&self) -> Option<u64> {
+        (!self.slots.is_empty()).then_some(self.base)
+    }
+
     /// Requests still awaiting a reply.
     pub(crate) fn len(&self) -> usize {
         self.live
@@ -118,7 +124,7 @@ mod tests {
         assert_eq!(w.take(10), Lookup::Duplicate, "answered, below the window");
         assert_eq!(w.take(9), Lookup::Unknown, "from before this session");
         assert_eq!(w.take(14), Lookup::Unknown, "never sent");
-        assert_eq!(w.len(), 2);
+        assert_eq!((w.len(), w.oldest()), (2, Some(11)));
         let rest: Vec<_> = w.drain().map(|f| f.lane).collect();
         assert_eq!(rest, vec![11, 13]);
         assert_eq!(w.len(), 0);
@@ -133,5 +139,6 @@ mod tests {
         assert_eq!(w.take(0), Lookup::Unknown);
         w.insert(1, flight(1));
         assert_eq!(w.take(1), Lookup::Found(flight(1)));
+        assert_eq!(w.oldest(), None);
     }
 }

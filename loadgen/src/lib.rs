@@ -1,5 +1,6 @@
 //! `loadgen`: an open-loop, coordinated-omission-corrected load generator for JSON control
-//! planes — the engine, QEMU's QMP monitor, OVS JSON-RPC servers — with multi-remote
+//! planes — the engine, QEMU's QMP monitor, OVS JSON-RPC servers, etcd's HTTP/JSON
+//! gateway — with multi-remote
 //! failover, verification of every reply, and HdrHistogram reports and plots.
 //!
 //! ```text
@@ -33,11 +34,13 @@
 //! - `conn`: one connection across sessions: handshake, send buffer, order check.
 //! - `inflight`: the per-session window of requests awaiting replies.
 //! - `stream`: non-blocking TCP / Unix client sockets.
-//! - `framer`: splits the byte stream into JSON values.
-//! - `protocol`: QMP / JSON-RPC / echo request templates and message classification.
+//! - `framer`: splits the byte stream into JSON values or HTTP responses.
+//! - `http`: HTTP/1.1 response framing (status line, headers, `Content-Length` body).
+//! - `protocol`: QMP / JSON-RPC / echo / etcd request templates and message classification.
 //! - `remote`: OVS-style remote rotation and backoff (pure logic).
 //! - `server_cost`: the server's CPU, context switches, RSS and fds from `/proc` during the
-//!   measured window (`--server-pid`, or the embedded engine's `engine-*` threads).
+//!   measured window (`--server-pid`, one or several processes, or the embedded engine's
+//!   `engine-*` threads).
 //! - `recorder`: histograms, counters, verification, interval log of one thread.
 //! - `live`: [`LiveStats`] for progress displays.
 //! - `summary`: [`RunSummary`], the serializable result.
@@ -58,6 +61,7 @@ mod driver;
 mod embedded;
 mod error;
 mod framer;
+mod http;
 mod inflight;
 mod live;
 mod merge;

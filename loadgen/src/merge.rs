@@ -263,7 +263,7 @@ fn merged_server(parts: &[Part]) -> Option<ServerCost> {
     let first = *costs.first()?;
     // Each embedded engine is its own server: those costs never describe one server.
     if latest.duration_since(earliest).unwrap_or_default() >= ALIGNED
-        || !first.target.starts_with("pid ")
+        || !first.target.starts_with("pid")
         || costs.iter().any(|c| c.target != first.target)
     {
         return None;

@@ -11,6 +11,9 @@
 //! - JSON-RPC 1.0 as OVS (`lib/jsonrpc.c`): `{"method": M, "params": P, "id": N}`, replies
 //!   with non-null `result` or non-null `error`; the server's `echo` probes are answered.
 //! - Echo (loopback ceiling): the request itself comes back and counts as a reply.
+//! - etcd's HTTP/JSON gateway: `POST PATH HTTP/1.1` with the lane's arguments as the JSON
+//!   body; a reply is a `200` with a JSON object body (without an `error` member), anything
+//!   else an error reply. Replies carry no id: they answer requests in order.
 
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -22,9 +25,16 @@ use crate::workload::Lane;
 /// A lane's request with a hole for the id.
 #[derive(Debug, Clone)]
 pub(crate) struct Template {
-    /// Everything up to and including `"id":`.
+    /// Everything up to and including `"id":`; for HTTP the whole request.
     prefix: Vec<u8>,
+    /// The id and [`SUFFIX`] follow the prefix (not for HTTP, whose replies carry no id).
+    numbered: bool,
 }
+
+/// The `Host` header of HTTP requests. HTTP/1.1 requires one (Go's server answers 400
+/// without); etcd serves any host unless `--host-whitelist` restricts them, and a template
+/// is shared by every remote of the run, so it names none of them.
+const HTTP_HOST: &str = "loadgen";
 
 /// What follows the id: close the object; the newline keeps line-reading servers happy and
 /// costs one byte.
@@ -40,6 +50,7 @@ impl Template {
                 format!("{{\"{verb}\":{cmd}")
             }
             Protocol::JsonRpc => format!("{{\"method\":{cmd}"),
+            Protocol::Etcd => return Template::http_post(lane),
         };
         match (protocol, &lane.args) {
             (Protocol::JsonRpc, None) => text.push_str(",\"params\":[]"),
@@ -51,15 +62,29 @@ impl Template {
             (_, None) => {}
         }
         text.push_str(",\"id\":");
-        Template { prefix: text.into_bytes() }
+        Template { prefix: text.into_bytes(), numbered: true }
+    }
+
+    /// `POST` of the lane's arguments (default `{}`) to the lane's path, kept alive.
+    fn http_post(lane: &Lane) -> Template {
+        let body = lane.args.as_ref().map_or_else(|| "{}".to_owned(), Value::to_string);
+        let head = format!(
+            "POST {} HTTP/1.1\r\nHost: {HTTP_HOST}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n",
+            lane.cmd,
+            body.len()
+        );
+        Template { prefix: (head + &body).into_bytes(), numbered: false }
     }
 
     /// Appends the request with `id` to `out`.
     pub(crate) fn encode(&self, id: u64, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.prefix);
-        let mut digits = [0u8; 20];
-        out.extend_from_slice(format_u64(id, &mut digits));
-        out.extend_from_slice(SUFFIX);
+        if self.numbered {
+            let mut digits = [0u8; 20];
+            out.extend_from_slice(format_u64(id, &mut digits));
+            out.extend_from_slice(SUFFIX);
+        }
     }
 }
 
@@ -100,6 +125,15 @@ pub(crate) enum Message {
         /// As for `Reply`.
         ok: bool,
     },
+    /// A reply without an id that answers the oldest request outstanding on its connection
+    /// (HTTP/1.1).
+    InOrder {
+        /// As for `Reply`.
+        ok: bool,
+    },
+    /// An HTTP reply whose body is not what a JSON gateway sends: it still answers the
+    /// oldest outstanding request (HTTP framed it), as an error, and is a protocol error.
+    MalformedInOrder,
     /// A reply whose id is not a number we could have sent.
     ForeignId,
     /// The QMP greeting.
@@ -165,6 +199,26 @@ pub(crate) fn classify(protocol: Protocol, bytes: &[u8]) -> Message {
     match raw.id {
         None => Message::Anonymous { ok },
         Some(id) => id.as_u64().map_or(Message::ForeignId, |id| Message::Reply { id, ok }),
+    }
+}
+
+/// The members of a gateway reply body that matter: an `error` makes it an error reply.
+#[derive(Deserialize)]
+struct GatewayBody {
+    error: Option<IgnoredAny>,
+}
+
+/// Classifies one HTTP response: a `2xx` with a JSON object body is a reply, an `error`
+/// member or another status an error reply; a `2xx` whose body is not a JSON object is not
+/// what a JSON gateway sends.
+pub(crate) fn classify_http(status: u16, body: &[u8]) -> Message {
+    if !(200..300).contains(&status) {
+        return Message::InOrder { ok: false };
+    }
+    let object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    match serde_json::from_slice::<GatewayBody>(body) {
+        Ok(parsed) if object => Message::InOrder { ok: parsed.error.is_none() },
+        _ => Message::MalformedInOrder,
     }
 }
 
@@ -261,6 +315,36 @@ mod tests {
         };
         let reply: Value = serde_json::from_slice(&reply).unwrap();
         assert_eq!(reply, json!({"id": "echo", "result": [], "error": null}));
+    }
+
+    #[test]
+    fn encodes_etcd_requests_as_http_posts() {
+        let put =
+            Lane::new("put", "/v3/kv/put", Some(json!({"key": "YQ==", "value": "MQ=="})), false);
+        let mut out = Vec::new();
+        let template = Template::new(Protocol::Etcd, &put);
+        template.encode(7, &mut out);
+        template.encode(8, &mut out);
+        let one = "POST /v3/kv/put HTTP/1.1\r\nHost: loadgen\r\nContent-Type: application/json\r\n\
+                   Content-Length: 29\r\n\r\n{\"key\":\"YQ==\",\"value\":\"MQ==\"}";
+        assert_eq!(String::from_utf8(out).unwrap(), one.repeat(2), "the id is not sent");
+        let mut out = Vec::new();
+        Template::new(Protocol::Etcd, &Lane::new("s", "/v3/maintenance/status", None, false))
+            .encode(0, &mut out);
+        assert!(out.ends_with(b"Content-Length: 2\r\n\r\n{}"));
+    }
+
+    #[test]
+    fn classifies_gateway_replies() {
+        let put = r#"{"header":{"cluster_id":"1","member_id":"2","revision":"3","raft_term":"2"}}"#;
+        assert_eq!(classify_http(200, put.as_bytes()), Message::InOrder { ok: true });
+        let error = r#"{"error":"etcdserver: too many requests","code":14}"#;
+        assert_eq!(classify_http(503, error.as_bytes()), Message::InOrder { ok: false });
+        assert_eq!(classify_http(200, error.as_bytes()), Message::InOrder { ok: false });
+        assert_eq!(classify_http(404, b"404 page not found\n"), Message::InOrder { ok: false });
+        assert_eq!(classify_http(200, b"[1]"), Message::MalformedInOrder);
+        assert_eq!(classify_http(200, b"ok"), Message::MalformedInOrder);
+        assert_eq!(classify_http(200, b""), Message::MalformedInOrder);
     }
 
     #[test]

@@ -182,7 +182,7 @@ pub(crate) fn server_line(c: &ServerCost) -> String {
     let mib = |kib: u64| kib as f64 / 1024.0;
     format!(
         "server cost, {} over the {:.1}s measured window ({} samples{}): CPU {:.1}µs/reply \
-         ({:.3}s CPU, {} Hz ticks), {:.1} context switches/1k replies ({} voluntary, {} \
+         ({:.3}s CPU, {}), {:.1} context switches/1k replies ({} voluntary, {} \
          involuntary, {} threads); {}: peak RSS {:.1} MiB (VmHWM {:.1} MiB), peak fds {}",
         c.target,
         c.window_s,
@@ -190,7 +190,14 @@ pub(crate) fn server_line(c: &ServerCost) -> String {
         if c.vanished { ", process vanished" } else { "" },
         c.cpu_us_per_reply,
         c.cpu_us / 1e6,
-        c.clock_tick_hz,
+        match c.cpu_source.as_str() {
+            "schedstat" => format!(
+                "schedstat ns; {:.3}s in {} Hz ticks",
+                c.ticks_cpu_us / 1e6,
+                c.clock_tick_hz
+            ),
+            _ => format!("{} Hz ticks", c.clock_tick_hz),
+        },
         c.switches_per_1k_replies,
         fmt_count(c.voluntary_switches),
         fmt_count(c.nonvoluntary_switches),
@@ -207,7 +214,7 @@ fn checks_line(s: &RunSummary) -> String {
     let ids = if c.ids {
         "every reply matched by id (duplicates, unknown ids, missing)"
     } else {
-        "ids not matched"
+        "replies matched by position, the protocol has no ids (missing, surplus)"
     };
     let order =
         if c.order { "in-band order per connection checked" } else { "in-band order not checked" };

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use hdrhistogram::Histogram;
 
 use crate::Address;
-use crate::config::{Mode, Protocol, RunConfig, Spin};
+use crate::config::{Mode, RunConfig, Spin};
 use crate::conn::Shared;
 use crate::driver::{Driver, StartLine};
 use crate::live::{LiveStats, Phase};
@@ -61,10 +61,10 @@ pub fn run(cfg: &RunConfig) -> Result<Run, Error> {
 pub fn run_with(cfg: &RunConfig, live: &LiveStats) -> Result<Run, Error> {
     cfg.validate()?;
     let mut cfg = cfg.clone();
-    let target = match (cfg.server_pid, cfg.remotes.is_empty()) {
+    let target = match (cfg.server_pids.is_empty(), cfg.remotes.is_empty()) {
         (_, true) => Some(Target::EngineThreads),
-        (Some(pid), false) => Some(Target::Process(pid)),
-        (None, false) => None,
+        (false, false) => Some(Target::Processes(cfg.server_pids.clone())),
+        (true, false) => None,
     };
     let cores = thread::available_parallelism().map_or(1, usize::from);
     let (spin, spin_reason) = cfg.spin_decision(cores);
@@ -225,12 +225,7 @@ fn build(cfg: &RunConfig, rates: &[f64], rec: Recorder, started: SystemTime) -> 
         started: humantime::format_rfc3339_seconds(started).to_string(),
         command: None,
         version: env!("CARGO_PKG_VERSION").into(),
-        protocol: match cfg.protocol {
-            Protocol::Qmp => "qmp",
-            Protocol::JsonRpc => "jsonrpc",
-            Protocol::Echo => "echo",
-        }
-        .into(),
+        protocol: cfg.protocol.name().into(),
         mode: if open { "open" } else { "closed" }.into(),
         depth: match cfg.mode {
             Mode::Closed { depth } => Some(depth),
@@ -252,7 +247,7 @@ fn build(cfg: &RunConfig, rates: &[f64], rec: Recorder, started: SystemTime) -> 
         verification: rec.verify,
         checks: {
             let (order, why) = cfg.order_check();
-            Checks { ids: true, order, order_reason: why.into() }
+            Checks { ids: cfg.protocol.replies_carry_ids(), order, order_reason: why.into() }
         },
         send_lag: if open { Percentiles::of(&rec.lag) } else { Percentiles::default() },
         ceiling_rate: None,

@@ -102,7 +102,8 @@ pub struct RemoteSummary {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checks {
     /// Every reply matched to its request by id (duplicates, unknown ids and missing replies
-    /// are errors). Always on.
+    /// are errors). On unless the protocol's replies carry no id (etcd's HTTP gateway), where
+    /// each reply answers the oldest request outstanding on its connection.
     pub ids: bool,
     /// In-band replies checked to come back in request order on each connection.
     pub order: bool,

@@ -22,13 +22,12 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-from engine_proc import negotiated
+from engine_proc import cluster_argvs, cluster_leader, free_port, wait_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENGINE = os.path.join(ROOT, "target", "release", "ooblane")
@@ -39,23 +38,6 @@ ADD = 'name=add,cmd=counter-add,args={"delta":1}'
 PING = "name=ping,cmd=ping,oob"
 INSERT = {"lanes": [{"name": "insert", "cmd": "transact",
                      "args": [DB, {"op": "insert", "table": "T", "row": {"n": 1}}]}]}
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError("nothing listens on port %d" % port)
 
 
 class Suite:
@@ -88,30 +70,14 @@ class Suite:
     # -- servers ------------------------------------------------------------------------
 
     def engine_cluster(self):
-        raft = [free_port() for _ in range(3)]
-        qmp = [free_port() for _ in range(3)]
-        members = ",".join("%d=tcp:127.0.0.1:%d" % (i + 1, p) for i, p in enumerate(raft))
-        pids = []
-        for i in range(3):
-            data = os.path.join(self.tmp, "engine-%d" % (i + 1))
-            pids.append(self.spawn([ENGINE, "--cluster", members, "--node", str(i + 1),
-                                    "--data", data, "--qmp", "tcp:127.0.0.1:%d" % qmp[i]],
-                                   "engine-%d" % (i + 1)).pid)
+        members = cluster_argvs(ENGINE, self.tmp)
+        pids = [self.spawn(argv, "engine-%d" % (i + 1)).pid for i, (argv, _) in enumerate(members)]
+        qmp = [port for _, port in members]
         for port in qmp:
             wait_port(port)
-        leader = self.engine_leader(qmp)
+        leader = cluster_leader(qmp)
         order = [leader] + [i for i in range(3) if i != leader]
         return [("tcp:127.0.0.1:%d" % qmp[i], pids[i], i + 1) for i in order]
-
-    def engine_leader(self, qmp, timeout=15.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for i, port in enumerate(qmp):
-                status = qmp_oob(port, "query-cluster")
-                if status and status.get("role") == "leader":
-                    return i
-            time.sleep(0.1)
-        raise TimeoutError("the engine cluster elected no leader")
 
     def durable_engine(self):
         port = free_port()
@@ -247,17 +213,6 @@ def ms(us):
 
 def fmt(v):
     return "" if v is None else "%.1f" % v
-
-
-def qmp_oob(port, command):
-    """One OOB command on a fresh QMP session; its `return`, or None."""
-    try:
-        s, f = negotiated(port, timeout=2)
-        with s:
-            s.sendall(json.dumps({"exec-oob": command, "id": 1}).encode())
-            return json.loads(f.readline()).get("return")
-    except (OSError, ValueError):
-        return None
 
 
 def ovsdb_role(ctl):

@@ -1,9 +1,14 @@
-"""What the attack scripts (stall_flood, nonreaders, slowloris, sigterm_pipeline) share: start
-the engine on an ephemeral QMP port, read its memory from /proc, open a negotiated QMP
-session, and end with PASS / FAIL. Stdlib only."""
+"""What the attack scripts (stall_flood, nonreaders, slowloris, sigterm_pipeline) and the
+cluster benchmarks (cluster_vs_ovsdb, commit_latency) share: start the engine on an ephemeral
+QMP port, read its memory from /proc, open a negotiated QMP session, free loopback ports, the
+command lines of a loopback cluster and which member leads it, and end with PASS / FAIL.
+Stdlib only."""
 
+import json
+import os
 import socket
 import subprocess
+import time
 
 NEGOTIATE = b'{"execute":"qmp_capabilities","arguments":{"enable":["oob"]}}'
 
@@ -37,6 +42,70 @@ def negotiated(port, timeout=None):
     s.sendall(NEGOTIATE)
     f.readline()
     return s, f
+
+
+def qmp_oob(port, command):
+    """One OOB command on a fresh QMP session; its `return`, or None."""
+    try:
+        s, f = negotiated(port, timeout=2)
+        with s:
+            s.sendall(json.dumps({"exec-oob": command, "id": 1}).encode())
+            return json.loads(f.readline()).get("return")
+    except (OSError, ValueError):
+        return None
+
+
+def qmp_execute(port, command, arguments=None, timeout=10):
+    """One in-band command on a fresh QMP session; the reply (`return` or `error`)."""
+    s, f = negotiated(port, timeout=timeout)
+    with s:
+        request = {"execute": command, "id": 1}
+        if arguments is not None:
+            request["arguments"] = arguments
+        s.sendall(json.dumps(request).encode())
+        return json.loads(f.readline())
+
+
+def free_port():
+    """A loopback TCP port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=15.0):
+    """Waits until something accepts connections on loopback PORT."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError("nothing listens on port %d" % port)
+
+
+def cluster_argvs(engine, data_root, members=3):
+    """Command lines of a loopback `--cluster` of MEMBERS engines, member N with its data in
+    DATA_ROOT/engine-N: a list of (argv, qmp_port)."""
+    raft = [free_port() for _ in range(members)]
+    qmp = [free_port() for _ in range(members)]
+    spec = ",".join("%d=tcp:127.0.0.1:%d" % (i + 1, p) for i, p in enumerate(raft))
+    return [([engine, "--cluster", spec, "--node", str(i + 1),
+              "--data", os.path.join(data_root, "engine-%d" % (i + 1)),
+              "--qmp", "tcp:127.0.0.1:%d" % qmp[i]], qmp[i]) for i in range(members)]
+
+
+def cluster_leader(qmp_ports, timeout=15.0):
+    """Index in QMP_PORTS of the member whose `query-cluster` says it leads."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for i, port in enumerate(qmp_ports):
+            status = qmp_oob(port, "query-cluster")
+            if status and status.get("role") == "leader":
+                return i
+        time.sleep(0.1)
+    raise TimeoutError("the engine cluster elected no leader")
 
 
 def finish(proc, ok):

@@ -147,6 +147,7 @@ fn rpc_discover_describes_every_method_in_openrpc() {
     let methods = doc["methods"].as_array().unwrap();
     let names: Vec<&str> = methods.iter().map(|m| m["name"].as_str().unwrap()).collect();
     let expected = [
+        "cluster-remove-member",
         "counter-add",
         "emit-event",
         "ping",
@@ -162,7 +163,7 @@ fn rpc_discover_describes_every_method_in_openrpc() {
         "work",
     ];
     assert_eq!(names, expected);
-    let add = &methods[0];
+    let add = &methods[1];
     assert_eq!(add["paramStructure"], "by-name");
     assert_eq!(add["params"][0]["name"], "delta");
     assert_eq!(add["params"][0]["required"], true);

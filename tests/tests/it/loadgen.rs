@@ -416,7 +416,7 @@ fn server_cost_of_the_embedded_engine_counts_only_its_threads() {
 fn server_pid_samples_a_whole_process() {
     let server = start_server();
     let cfg = RunConfig {
-        server_pid: Some(std::process::id()),
+        server_pids: vec![std::process::id()],
         ..short_config(vec![server.addr.clone()], exact_lanes())
     };
     let run = loadgen::run(&cfg).expect("run");

@@ -12,6 +12,7 @@ mod ids;
 mod introspection;
 mod jsonrpc;
 mod loadgen;
+mod loadgen_etcd;
 mod log_port;
 mod metrics;
 mod oob;

@@ -116,5 +116,5 @@ fn query_commands_lists_every_command_with_its_lane() {
         .map(|c| c["name"].as_str().unwrap())
         .collect();
     assert_eq!(oob, vec!["ping", "query-cluster", "query-counter", "query-stats", "release"]);
-    assert_eq!(reply["return"].as_array().unwrap().len(), 15);
+    assert_eq!(reply["return"].as_array().unwrap().len(), 16);
 }
