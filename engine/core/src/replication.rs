@@ -296,6 +296,9 @@ pub struct ClusterStatus {
     pub applied: Option<u64>,
     /// The last index in this member's latest snapshot.
     pub snapshot: Option<u64>,
+    /// The last index this member's log no longer holds (compacted into a snapshot): a
+    /// member behind it catches up by receiving a snapshot, not entries.
+    pub purged: Option<u64>,
     /// Every member, voters and learners, as this member's log has them; `matched` on the
     /// leader only.
     pub members: Vec<MemberProgress>,
@@ -316,6 +319,7 @@ impl ClusterStatus {
             commit: None,
             applied: None,
             snapshot: None,
+            purged: None,
             members: Vec::new(),
             membership_changing: false,
         }

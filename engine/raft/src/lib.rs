@@ -24,7 +24,7 @@
 //! - `entry`: what the log holds (the core's proposals) and openraft's type configuration.
 //! - `snapshot`: the snapshot file, replaced atomically.
 //! - `reach`: which members this member has heard from lately (is it cut off?).
-//! - `status`: `query-cluster`'s view, refreshed from openraft's metrics.
+//! - `status`: `query-cluster`'s view, computed from openraft's metrics when asked.
 //! - `log_store`: the durable log in one redb file, with its writer thread.
 //! - `state_machine`: openraft's state machine, which is the executor.
 //! - `network`: member-to-member framing, openraft's RPC client, this member's own requests.
@@ -173,7 +173,7 @@ impl ReplicatedLog for RaftLog {
             let addr = config.members[&config.node];
             runtime.spawn(join::join(raft.clone(), config.node, addr, members, Arc::clone(&reach)));
         }
-        runtime.spawn(status::follow(raft.clone(), status));
+        status.attach(&raft);
         if let Some(listener) = listener {
             let member = serve::Member { raft: raft.clone(), me: config.node, reach };
             runtime.spawn(serve::listen(listener, member));
