@@ -3,7 +3,8 @@
 # taskset): OOB `ping` at 2,000/s on one connection (a) with the executor idle and (b) with
 # it saturated by a separate closed-loop client (`work {"us":100}`, depth 8), for the default
 # parser threads, `--threads 1` (executor on a core of its own) and `--executor-nice 19`.
-# Usage: results/tools/isolation_ab.sh OUT_DIR   (needs target/release/{engine,loadgen})
+# Usage: results/tools/isolation_ab.sh OUT_DIR   (needs target/release/{ooblane,loadgen}:
+#   cargo build --release -p ooblane-server -p loadgen)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:?usage: isolation_ab.sh OUT_DIR}

@@ -6,9 +6,11 @@
 # fresh probe connections, the worst one reported.
 #
 # Usage: results/tools/ordered_lane_ab.sh OUT_DIR OLD_ENGINE [REPS]
-#   OLD_ENGINE: an `engine` binary built from the previous design, e.g.
-#     git worktree add /tmp/old <commit> && (cd /tmp/old && cargo build --release -p engine)
-#   Needs target/release/{engine,loadgen,naive-qmp} (cargo build --release -p ooblane -p loadgen -p bench).
+#   OLD_ENGINE: the server binary built from the previous design, e.g. before the crate split
+#   (da23fcf and earlier: the binary is `engine`, in package `ooblane`):
+#     git worktree add --detach /tmp/old <commit> && (cd /tmp/old && cargo build --release -p ooblane)
+#   Needs target/release/{ooblane,loadgen,naive-qmp}
+#   (cargo build --release -p ooblane-server -p loadgen && cargo build --release -p bench --bins).
 # Every client sleeps between sends (loadgen --spin off: timer slack 1 ns, no early-wake
 # spin), so no client busy-waits on the cores the servers need.
 set -euo pipefail
