@@ -24,9 +24,9 @@
 //! - `entry`: what the log holds (the core's proposals) and openraft's type configuration.
 //! - `snapshot`: the snapshot file, replaced atomically.
 //! - `reach`: which members this member has heard from lately (is it cut off?).
-//! - `status`: `query-cluster`'s view, computed from openraft's metrics when asked.
 //! - `log_store`: the durable log in one redb file, with its writer thread.
 //! - `state_machine`: openraft's state machine, which is the executor.
+//! - `status`: `query-cluster`'s view, computed from openraft's metrics when asked.
 //! - `network`: member-to-member framing, openraft's RPC client, this member's own requests.
 //! - `leader`: whom to hand a request to (this member, a leader heard from lately, or none).
 //! - `membership`: what only the leader does: read index, members joining and leaving.

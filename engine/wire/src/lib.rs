@@ -20,6 +20,10 @@
 //!   encoding of greetings, replies and events.
 //! - [`jsonrpc`]: OVS JSON-RPC 1.0 (and 2.0): classification and encoding.
 //! - [`reply`]: reply forms and echoed ids, encoding dispatched by form.
+//!
+//! File by file, `reply` sits inside the dialects: it dispatches to their `encode` files
+//! (which import only `vocab`), and their `classify` files name its [`reply::Form`]; so the
+//! order is `qmp/encode`, `jsonrpc/encode`, `reply`, then the `classify` files.
 
 mod address;
 mod framer;
