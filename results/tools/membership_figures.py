@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The figures of a membership run (results/tools/membership.py OUT_DIR), from what it saved:
 events.jsonl, samples.jsonl, witness.jsonl, facts.json, load/ and reads-*/ (loadgen), logs/.
-Writes OUT_DIR/figures.json and OUT_DIR/summary.md and prints the summary. Stdlib only.
+Writes OUT_DIR/figures.json and OUT_DIR/summary.md and prints the summary: issue 17's
+targets first, each with its measured value and met or missed, then every figure, then
+OUT_DIR/notes.md (hand-written, if there is one). Stdlib only.
 
     results/tools/membership_figures.py OUT_DIR
 
@@ -18,6 +20,11 @@ import sys
 
 BUCKET = 0.5  # seconds: the issue's commit rate over time, per 500 ms
 BASELINE_FROM = 1.0  # the first second after time zero is left out of the baseline
+JOIN_TARGET_S = 10.0  # issue 17: a member joins (votes) within 10 s ...
+JOIN_LOG_ENTRIES = 10_000  # ... with a 10,000-entry log ...
+JOIN_RATE = 5_000  # ... under 5,000 adds/s
+READ_RATIO_TARGET = 2.0  # in-band read p50 at most 2x a replicated add's, same rate
+STOP_TARGET_S = 5.0  # a removed member exits (status 0) within this long of SIGTERM
 
 
 def jsonl(out, name):
@@ -238,6 +245,70 @@ def figures(out):
     }
 
 
+def verdict(ok):
+    return "**met**" if ok else "**missed**"
+
+
+def target_lines(f):
+    """Issue 17's targets, each with what this run measured and whether it was met."""
+    j, d = f["join"], f["dip"]
+    log = j["log_at_join"] or {}
+    last_log = log.get("last-log") or 0
+    to_voter = j["to_voter_s"]
+    rows = [(
+        "a member joins (votes) within %g s with a %s-entry log under %s adds/s"
+        % (JOIN_TARGET_S, format(JOIN_LOG_ENTRIES, ","), format(JOIN_RATE, ",")),
+        "voter %s s after it started; the log at the join: last-log %s (snapshot %s); "
+        "commits before the join %s/s" % (to_voter, last_log, log.get("snapshot"),
+                                          d["baseline_per_s"]),
+        verdict(to_voter is not None and to_voter <= JOIN_TARGET_S
+                and last_log >= JOIN_LOG_ENTRIES and d["baseline_per_s"] >= 0.95 * JOIN_RATE)),
+        ("commits continue during the join (dip reported)",
+         "t=%.1f–%.1f s: mean %s/s, lowest 500-ms bucket %s/s (%s%% of before); loadgen p99 "
+         "worst 500 ms %s during vs %s before" % (
+             d["window"][0], d["window"][1], d["during_mean_per_s"],
+             d["lowest_bucket"]["per_s"], d["lowest_pct_of_baseline"],
+             ms(d["during_p99_ms"]), ms(d["baseline_p99_ms"])),
+         verdict(d["lowest_bucket"]["per_s"] > 0))]
+    by = {(r["run"], r["lane"]): r for r in f["reads"]["rows"]}
+    for label, add, read in (
+            ("with adds and OOB reads, 1,000/s each", ("reads-mixed", "add"),
+             ("reads-mixed", "read")),
+            ("each alone at 1,000/s", ("reads-add", "add"), ("reads-read", "read"))):
+        if add in by and read in by:
+            ratio = by[read]["p50_ms"] / by[add]["p50_ms"]
+            rows.append((
+                "in-band read on a follower: p50 at most %gx a replicated `counter-add`'s at "
+                "the same rate (%s)" % (READ_RATIO_TARGET, label),
+                "read p50 %s, add p50 %s: %.2fx" % (ms(by[read]["p50_ms"]),
+                                                     ms(by[add]["p50_ms"]), ratio),
+                verdict(ratio <= READ_RATIO_TARGET)))
+    oob_alone, oob_mixed = by.get(("reads-oob", "oob-read")), by.get(("reads-mixed", "oob-read"))
+    if oob_alone and oob_mixed:
+        rows.append((
+            "OOB reads unchanged (local, never behind a read barrier)",
+            "alone p50 %s, p99 %s; beside 1,000/s adds and 1,000/s in-band reads p50 %s, "
+            "p99 %s" % (ms(oob_alone["p50_ms"]), ms(oob_alone["p99_ms"]),
+                        ms(oob_mixed["p50_ms"]), ms(oob_mixed["p99_ms"])),
+            "not compared: no build before issue 17 in this run"))
+    for what in ("follower", "leader"):
+        r = f["remove_" + what]
+        stopped = (r or {}).get("stopped") or {}
+        ok = (stopped.get("exited") == "SIGTERM" and stopped.get("rc") == 0
+              and stopped.get("after_s", 1e9) <= STOP_TARGET_S)
+        rows.append((
+            "a removed %s exits with status 0 within %g s of SIGTERM (this run's bound)"
+            % (what, STOP_TARGET_S),
+            "not reached" if r is None else "%s, %s s after SIGTERM%s" % (
+                "exit status %s" % stopped.get("rc") if stopped.get("exited") == "SIGTERM"
+                else "SIGKILLed", stopped.get("after_s"), "" if ok else " (%s)" % stopped.get(
+                    "why", "")),
+            verdict(ok)))
+    lines = ["## Issue 17's targets", "", "| target | measured | |", "|---|---|---|"]
+    lines += ["| %s | %s | %s |" % row for row in rows]
+    return lines + [""]
+
+
 def ms(v):
     return "–" if v is None else "%.2f ms" % v
 
@@ -245,8 +316,8 @@ def ms(v):
 def summary(f):
     j, d, a, e = f["join"], f["dip"], f["accounting"], f["errors"]
     log = j["log_at_join"] or {}
-    lines = [
-        "# Membership under load: figures", "",
+    lines = ["# Membership under load", ""] + target_lines(f) + [
+        "## Figures", "",
         "| figure | value |", "|---|---|",
         "| log after the fill (leader %s) | last-log %s, snapshot %s, counter %s |" % (
             f["fill"]["leader"], f["fill"]["last-log"], f["fill"]["snapshot"],
@@ -301,6 +372,15 @@ def summary(f):
     return "\n".join(lines) + "\n"
 
 
+def notes(out):
+    """The run's hand-written notes.md, if any."""
+    path = os.path.join(out, "notes.md")
+    if not os.path.exists(path):
+        return ""
+    with open(path) as fh:
+        return "\n" + fh.read()
+
+
 def removal_lines(what, r):
     if r is None:
         return ["| removal of the %s | not reached |" % what]
@@ -341,7 +421,7 @@ def write(out):
     f = figures(out)
     with open(os.path.join(out, "figures.json"), "w") as fh:
         json.dump(f, fh, indent=1)
-    text = summary(f)
+    text = summary(f) + notes(out)
     with open(os.path.join(out, "summary.md"), "w") as fh:
         fh.write(text)
     print(text)

@@ -21,26 +21,56 @@ STATE_STYLE = {"learner": ("tab:orange", 4), "voter": ("tab:blue", 8),
 
 
 def markers(f):
-    """(t, colour, style, label) for each vertical marker."""
+    """(t, colour, style, label or None) for each vertical marker: a removal's request,
+    reply and exit fall within a few ms of each other, so they share one label unless the
+    exit came much later; so do the join's start and vote when under a second apart."""
     j = f["join"]
-    out = [(j["start_t"], "tab:green", "--", "member 4 starts (--join)")]
-    if j["voter_t"] is not None:
-        out.append((j["voter_t"], "tab:green", "-",
-                    "member 4 votes (+%.1f s)" % j["to_voter_s"]))
+    if j["voter_t"] is None:
+        out = [(j["start_t"], "tab:green", "--", "member 4 starts (--join), never votes")]
+    elif j["to_voter_s"] < 1.0:  # one label: two would overlap
+        out = [(j["start_t"], "tab:green", "--", None),
+               (j["voter_t"], "tab:green", "-",
+                "member 4 starts (--join), votes %.1f s later" % j["to_voter_s"])]
+    else:
+        out = [(j["start_t"], "tab:green", "--", "member 4 starts (--join)"),
+               (j["voter_t"], "tab:green", "-", "member 4 votes (+%.1f s)" % j["to_voter_s"])]
     for key, colour in (("remove_follower", "tab:purple"), ("remove_leader", "tab:red")):
         r = f[key]
-        if r is None:
-            continue
-        what = "follower" if key == "remove_follower" else "leader"
-        out.append((r["request_t"], colour, "--", "remove %s %s: request" % (what, r["node"])))
-        if r["reply_t"] is not None:
-            out.append((r["reply_t"], colour, "-", "reply after %.0f ms" % r["latency_ms"]))
-        stopped = r["stopped"]
-        if stopped:
-            out.append((stopped["t"], colour, ":", "%s %s exits (%s)" % (
-                what, r["node"], "SIGKILL: SIGTERM ignored"
-                if stopped["exited"] == "SIGKILL" else "SIGTERM")))
+        if r is not None:
+            out += removal_markers(r, colour, "follower" if key == "remove_follower"
+                                   else "leader")
     return out
+
+
+def removal_markers(r, colour, what):
+    label = "remove %s %s" % (what, r["node"])
+    if r["reply_t"] is None:
+        return [(r["request_t"], colour, "--", label + ": no reply")]
+    label += ": reply in %.0f ms" % r["latency_ms"]
+    out = [(r["request_t"], colour, "--", None)]
+    stopped = r["stopped"]
+    if stopped and stopped["t"] - r["reply_t"] < 1.0:
+        label += ", exits %.1f s later" % (stopped["t"] - r["reply_t"])
+    elif stopped:
+        out.append((stopped["t"], colour, ":", "member %s exits: %s" % (
+            r["node"], "SIGKILL, SIGTERM ignored for %.0f s" % stopped["after_s"]
+            if stopped["exited"] == "SIGKILL" else "SIGTERM")))
+    out.append((r["reply_t"], colour, "-", label))
+    return out
+
+
+def annotate(ax, f):
+    """Says in words what the two troughs are, where the data show them."""
+    r = f["remove_follower"]
+    stopped = r and r["stopped"]
+    if stopped and stopped["exited"] == "SIGKILL" and r["reply_t"] is not None:
+        ax.text((r["reply_t"] + stopped["t"]) / 2, 1800,
+                "removed member %s\nanswers none of its\nclients' pending requests"
+                % r["node"], ha="center", fontsize=8, color="tab:purple")
+    lc = f["leader_change"]
+    if lc and lc["gap_s"] and lc["gap_s"] > 0.5:
+        ax.text(lc["new_leads_t"] + 0.3, 1200, "no leader for %.1f s\n(the old one was "
+                "stopped\nbefore handing over)" % lc["gap_s"], fontsize=8, color="tab:red")
 
 
 def segments(run):
@@ -110,8 +140,10 @@ def plot(out):
     for t, colour, style, label in markers(f):
         for ax in (ax_rate, ax_lat, ax_mem):
             ax.axvline(t, color=colour, linestyle=style, linewidth=1)
-        ax_rate.text(t, top * 0.98, " " + label, rotation=90, va="top", fontsize=7,
-                     color=colour, ha="right" if style != "-" else "left")
+        if label:
+            ax_rate.text(t, top * 0.98, " " + label, rotation=90, va="top", fontsize=7,
+                         color=colour, ha="right" if style == "--" else "left")
+    annotate(ax_rate, f)
     for ax in (ax_rate, ax_lat, ax_mem):
         ax.grid(True, alpha=0.3)
     ax_mem.set_xlim(0, run.plan["end"])
