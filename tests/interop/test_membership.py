@@ -3,8 +3,10 @@ member replaced, and linearizable in-band reads on every member.
 
 - A fourth member joins (`--join`) while clients add: it catches up as a learner, then
   votes; then a follower, then the leader, are removed (`cluster-remove-member`) while the
-  clients go on. Every member left converges; the history is checked (history.py): nothing
-  acknowledged lost or applied twice.
+  clients go on (the follower's own client pipelining, so that some of its adds are in
+  flight when it is removed). Every member left converges; the history is checked
+  (history.py): nothing acknowledged lost or applied twice. Each removed member answers every
+  request it took and exits 0 within REMOVED_EXIT_TIMEOUT of SIGTERM.
 - A follower is killed for good, removed, and replaced by a new member that joins; then one
   more is killed: the cluster keeps its quorum and goes on acknowledging.
 - Read-your-writes across members: hundreds of rounds of an add through one member, then an
@@ -33,6 +35,10 @@ from cluster_harness import (AddClient, Cluster, Member, Qmp, Tally, finish, fre
 JOIN_TIMEOUT = 30.0  # a debug member catching up and voting, on a loaded CI machine
 CHANGE_TIMEOUT = 10.0  # for a removal's effect to show on every member
 READ_ROUNDS = 300
+# A removed member's SIGTERM: its calls in flight are settled within 3.5 s of their arrival
+# (most at once, when it learns it was removed), then it drains and stops its log.
+REMOVED_EXIT_TIMEOUT = 5.0
+BUSY_RATE = 500  # the removed follower's own client, adds a second (window 8)
 
 
 def add_member(cluster, node):
@@ -108,6 +114,12 @@ def test_a_member_joins_then_a_follower_and_the_leader_leave_under_load(cluster)
         wait_for_acks(tally, tally.count() + 50, clients)
 
         follower = next(m for m in cluster.live() if m is not leader and m.node != 4)
+        # Adds in flight through the follower when it is removed: some are committed by the
+        # leader past the last entry it sends the follower, which will never apply them.
+        busy = AddClient("busy", [follower], tally, stop, window=8, rate=BUSY_RATE)
+        busy.start()
+        clients.append(busy)
+        wait_for_acks(tally, tally.count() + 50, clients)
         assert remove(leader, follower.node) == {"return": {}, "id": "c-cluster-remove-member"}
         remaining = sorted({1, 2, 3, 4} - {follower.node})
         wait_until("the follower is out", lambda: voters(leader) == remaining, CHANGE_TIMEOUT)
@@ -130,11 +142,17 @@ def test_a_member_joins_then_a_follower_and_the_leader_leave_under_load(cluster)
         q.close()
     assert reply["error"]["desc"].startswith("not executed: member %d was removed" % follower.node) \
         or "cut off" in reply["error"]["desc"], reply
+    # Every request they took was answered (`finish` fails a client left without a reply),
+    # and they stop at once, whatever the others do.
+    exits = []
     for gone in (follower, leader):
-        gone.kill9()
+        started = time.monotonic()
+        assert gone.engine.stop(timeout=REMOVED_EXIT_TIMEOUT) == 0, gone.engine.stderr_text()
+        exits.append(time.monotonic() - started)
     verdict = check_history(tally, cluster)
     print("\njoin under load: member 4 voted after %.2f s; then removed follower %d and leader "
-          "%d; %s" % (join_s, follower.node, leader.node, verdict))
+          "%d (exits %.2f s and %.2f s after SIGTERM); %s"
+          % (join_s, follower.node, leader.node, exits[0], exits[1], verdict))
 
 
 def cluster_leader(members):

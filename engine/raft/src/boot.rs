@@ -15,7 +15,7 @@ use crate::config::RaftConfig;
 use crate::log_store::{LogStore, Writer};
 use crate::reach::Reach;
 use crate::state_machine::Node;
-use crate::state_machine::{Applied, StateMachine};
+use crate::state_machine::{Applied, OwnApplied, StateMachine};
 use crate::{network, snapshot};
 
 /// Binds the member-to-member listener.
@@ -84,12 +84,13 @@ pub(crate) async fn boot(
     start: Applied,
     link: ExecutorLink,
     reach: Arc<Reach>,
+    own: Arc<OwnApplied>,
 ) -> Result<(Node, Writer), Error> {
     let (store, writer) = LogStore::open(&config.data).map_err(|e| {
         Error::Config(format!("cannot open the log in {}: {e}", config.data.display()))
     })?;
     let file = snapshot::SnapshotFile::new(&config.data);
-    let machine = StateMachine::new(link, start, file);
+    let machine = StateMachine::new(link, start, file, own);
     let peers = network::Peers::new(reach);
     let raft = Node::new(config.node, raft_config(config)?, peers, store, machine)
         .await

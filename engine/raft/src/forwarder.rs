@@ -1,5 +1,6 @@
 //! A follower's pipelined connection to one leader: proposals go out in order, the leader
-//! answers each in order (only refusals matter: success shows as the entry applied here). A
+//! answers each in order (success shows as the entry applied here: a committed proposal is
+//! handed to [`Unapplied`] until it is, so it is settled even if it never is). A
 //! task of its own reads the answers, and settles every proposal still in flight as
 //! "outcome unknown" (it was sent, so it may have been appended) as soon as any of these
 //! happens, then drops the connection:
@@ -23,7 +24,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use crate::entry::Proposal;
 use crate::network::{self, Request, Response};
 use crate::state_machine::Node;
-use crate::ticket::{Ticket, refuse};
+use crate::ticket::{Ticket, Unapplied, refuse};
 
 /// How long connecting to the leader may take (loopback or a LAN: refused or made at once;
 /// a partition drops the SYN and this is what it costs).
@@ -38,6 +39,7 @@ pub(crate) struct Forwarder {
     addr: SocketAddr,
     raft: Node,
     link: ExecutorLink,
+    unapplied: Arc<Unapplied>,
     conn: Option<ForwardConn>,
 }
 
@@ -48,8 +50,14 @@ struct ForwardConn {
 }
 
 impl Forwarder {
-    pub(crate) fn new(leader: u64, addr: SocketAddr, raft: Node, link: ExecutorLink) -> Self {
-        Forwarder { leader, addr, raft, link, conn: None }
+    pub(crate) fn new(
+        leader: u64,
+        addr: SocketAddr,
+        raft: Node,
+        link: ExecutorLink,
+        unapplied: Arc<Unapplied>,
+    ) -> Self {
+        Forwarder { leader, addr, raft, link, unapplied, conn: None }
     }
 
     /// Sends `proposal` on the connection (opened if needed); hands it back if the leader
@@ -100,6 +108,7 @@ impl Forwarder {
             raft: self.raft.clone(),
             in_flight: Arc::clone(&in_flight),
             link: self.link.clone(),
+            unapplied: Arc::clone(&self.unapplied),
         };
         let watch = Arc::clone(&dead);
         tokio::spawn(async move {
@@ -117,6 +126,7 @@ struct Verdicts {
     raft: Node,
     in_flight: InFlight,
     link: ExecutorLink,
+    unapplied: Arc<Unapplied>,
 }
 
 impl Verdicts {
@@ -161,7 +171,10 @@ impl Verdicts {
                 let Some(ticket) = self.in_flight.lock().pop_front() else {
                     return Err("the leader answered a proposal never sent".to_owned());
                 };
-                refuse(&self.link, ticket, verdict);
+                match verdict {
+                    Verdict::Committed => self.unapplied.committed(ticket, self.leader),
+                    refused => refuse(&self.link, ticket, refused),
+                }
                 Ok(())
             }
             Ok(Some(_)) => Err("the leader sent an answer of the wrong kind".to_owned()),

@@ -30,7 +30,8 @@
 //! - `network`: member-to-member framing, openraft's RPC client, this member's own requests.
 //! - `leader`: whom to hand a request to (this member, a leader heard from lately, or none).
 //! - `membership`: what only the leader does: read index, members joining and leaving.
-//! - `ticket`: a proposal on its way: its calls, its place in the window, its deadline.
+//! - `ticket`: a proposal on its way: its calls, its place in the window, its deadline; and
+//!   the forwarded ones the leader committed, until they are applied here.
 //! - `forwarder`: a follower's pipelined connection to the leader for its proposals.
 //! - `proposer`: routes this member's proposals to the leader, each settled within a deadline.
 //! - `requests`: linearizable-read barriers and administrative requests, within a deadline.
@@ -71,7 +72,7 @@ use crate::leader::Leadership;
 use crate::proposer::Proposer;
 use crate::reach::Reach;
 use crate::requests::{Asked, Requests};
-use crate::state_machine::Applied;
+use crate::state_machine::{Applied, OwnApplied};
 use crate::status::StatusCell;
 
 pub use crate::config::RaftConfig;
@@ -80,6 +81,8 @@ pub use crate::config::RaftConfig;
 #[derive(Debug)]
 struct Channels {
     start: Applied,
+    /// This run's proposals carry it.
+    origin: Origin,
     proposed: mpsc::UnboundedReceiver<Proposal>,
     asked: mpsc::UnboundedReceiver<Asked>,
 }
@@ -132,20 +135,21 @@ impl ReplicatedLog for RaftLog {
             }
         });
         let status = Arc::clone(&self.status);
+        let origin = Origin { node: config.node, run: run_number() };
         let opened = Opened {
             snapshot: image.map(|s| s.state),
             position: Position::new(start.clone()),
-            origin: Origin { node: config.node, run: run_number() },
+            origin,
             log,
             status: Arc::new(move || status.get()),
         };
-        self.opened = Some(Channels { start, proposed, asked });
+        self.opened = Some(Channels { start, origin, proposed, asked });
         Ok(opened)
     }
 
     fn start(self: Box<Self>, executor: ExecutorLink) -> Result<Box<dyn RunningLog>, Error> {
         let RaftLog { config, opened, status } = *self;
-        let Channels { start, proposed, asked } = opened.ok_or_else(|| {
+        let Channels { start, origin, proposed, asked } = opened.ok_or_else(|| {
             Error::Config("the replicated log was started before it was opened".into())
         })?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -159,14 +163,16 @@ impl ReplicatedLog for RaftLog {
             None => None,
         };
         let reach = Arc::new(Reach::new());
-        let booting = boot::boot(&config, start, executor.clone(), Arc::clone(&reach));
+        let own = Arc::new(OwnApplied::new(origin));
+        let booting =
+            boot::boot(&config, start, executor.clone(), Arc::clone(&reach), Arc::clone(&own));
         let (raft, writer) = runtime.block_on(booting)?;
         if !config.clustered() {
             runtime.block_on(boot::replayed(&raft));
         }
         let leadership =
             Leadership { raft: raft.clone(), me: config.node, reach: Arc::clone(&reach) };
-        runtime.spawn(Proposer::new(leadership.clone(), executor.clone()).run(proposed));
+        runtime.spawn(Proposer::new(leadership.clone(), executor.clone(), own).run(proposed));
         runtime.spawn(Requests::new(leadership, executor).run(asked));
         if config.join {
             let members: Vec<(u64, SocketAddr)> = config.members.clone().into_iter().collect();

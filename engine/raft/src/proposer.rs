@@ -21,8 +21,8 @@ use tokio::time::Instant;
 use crate::entry::{Proposal, Raft};
 use crate::forwarder::Forwarder;
 use crate::leader::Leadership;
-use crate::state_machine::Node;
-use crate::ticket::{DEADLINE, Ticket, refuse};
+use crate::state_machine::{Node, OwnApplied};
+use crate::ticket::{DEADLINE, Ticket, Unapplied, refuse};
 
 /// Proposals of this member in the log and not yet committed, at most: while they are, the
 /// executor's next proposals wait in the queue and are merged into one entry. At a low rate
@@ -140,17 +140,27 @@ pub(crate) struct Proposer {
     link: ExecutorLink,
     forwarders: HashMap<u64, Forwarder>,
     window: Arc<Semaphore>,
+    /// Forwarded proposals the leader committed, until they are applied here.
+    unapplied: Arc<Unapplied>,
 }
 
 impl Proposer {
-    pub(crate) fn new(leadership: Leadership, link: ExecutorLink) -> Proposer {
+    pub(crate) fn new(
+        leadership: Leadership,
+        link: ExecutorLink,
+        own: Arc<OwnApplied>,
+    ) -> Proposer {
         let window = Arc::new(Semaphore::new(WINDOW));
-        Proposer { leadership, link, forwarders: HashMap::new(), window }
+        let reach = Arc::clone(&leadership.reach);
+        let unapplied = Arc::new(Unapplied::new(link.clone(), own, reach));
+        Proposer { leadership, link, forwarders: HashMap::new(), window, unapplied }
     }
 
     /// Routes this member's proposals, in order, at most [`WINDOW`] in flight, until the
     /// executor stops proposing.
     pub(crate) async fn run(mut self, mut proposals: mpsc::UnboundedReceiver<Proposal>) {
+        let watch = tokio::spawn(Arc::clone(&self.unapplied).watch());
+        let _stop = AbortOnDrop(watch);
         let mut next: Option<(Proposal, Instant)> = None;
         loop {
             let (mut proposal, deadline) = match next.take() {
@@ -211,10 +221,11 @@ impl Proposer {
                 return refuse(&self.link, ticket, Verdict::NotExecuted(why));
             };
             let (raft, link) = (self.leadership.raft.clone(), self.link.clone());
+            let unapplied = Arc::clone(&self.unapplied);
             let forwarder = self
                 .forwarders
                 .entry(leader)
-                .or_insert_with(|| Forwarder::new(leader, addr, raft, link));
+                .or_insert_with(|| Forwarder::new(leader, addr, raft, link, unapplied));
             match forwarder.send(proposal, ticket).await {
                 Ok(()) => return,
                 Err((back, returned, e)) => {
@@ -234,5 +245,14 @@ impl Proposer {
             let verdict = settle(submitted, ticket.deadline).await;
             refuse(&link, ticket, verdict);
         });
+    }
+}
+
+/// Stops a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -4,9 +4,11 @@
 //! mirrors how far the executor has applied and keeps the snapshot file.
 
 use std::io::{self, Cursor};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::{Stream, TryStreamExt};
-use ooblane::replication::{ExecutorLink, Position, Reply, ToExecutor};
+use ooblane::replication::{ExecutorLink, Origin, Position, Proposal, Reply, ToExecutor};
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
 use tokio::sync::oneshot;
@@ -44,18 +46,54 @@ impl Applied {
     }
 }
 
+/// How far this member run's own proposals have been handed to the executor to apply: the
+/// end (`first_seq` plus its number of commands) of the furthest one. This run's proposals are
+/// committed, hence applied, in the order of their numbers, so a committed proposal that ends
+/// at or before it has been applied (or its calls answered when a snapshot skipped it).
+#[derive(Debug)]
+pub(crate) struct OwnApplied {
+    origin: Origin,
+    end: AtomicU64,
+}
+
+impl OwnApplied {
+    pub(crate) fn new(origin: Origin) -> OwnApplied {
+        OwnApplied { origin, end: AtomicU64::new(0) }
+    }
+
+    /// `proposal` is being handed to the executor to apply.
+    pub(crate) fn note(&self, proposal: &Proposal) {
+        if proposal.origin == self.origin {
+            let end = proposal.first_seq + proposal.commands.len() as u64;
+            self.end.fetch_max(end, Ordering::Release);
+        }
+    }
+
+    /// Whether this run's calls before `end` have all been handed to the executor to apply.
+    pub(crate) fn covers(&self, end: u64) -> bool {
+        self.end.load(Ordering::Acquire) >= end
+    }
+}
+
 /// The state machine: the executor, reached through `link`.
 pub(crate) struct StateMachine {
     link: ExecutorLink,
     /// What the executor has applied, as far as this side has seen.
     position: Applied,
     file: SnapshotFile,
+    own: Arc<OwnApplied>,
 }
 
 impl StateMachine {
-    /// `position`: where the executor starts (the snapshot it restored at start, if any).
-    pub(crate) fn new(link: ExecutorLink, position: Applied, file: SnapshotFile) -> Self {
-        StateMachine { link, position, file }
+    /// `position`: where the executor starts (the snapshot it restored at start, if any);
+    /// `own`: noted at each of this run's proposals applied.
+    pub(crate) fn new(
+        link: ExecutorLink,
+        position: Applied,
+        file: SnapshotFile,
+        own: Arc<OwnApplied>,
+    ) -> Self {
+        StateMachine { link, position, file, own }
     }
 }
 
@@ -126,6 +164,7 @@ impl RaftStateMachine<Raft> for StateMachine {
         while let Some((entry, responder)) = entries.try_next().await? {
             self.position.advance(&entry);
             if let EntryPayload::Normal(proposal) = entry.payload {
+                self.own.note(&proposal);
                 proposals.push(proposal);
             }
             responders.extend(responder);
