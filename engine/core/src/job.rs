@@ -16,8 +16,9 @@
 //! pool hands the job back to its lane, which parks it; nothing blocks, nothing is dropped.
 //! Vectors and calls circulate and are reused: steady state allocates nothing.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -230,10 +231,67 @@ impl<S, V> Mailbox<S, V> {
     }
 }
 
-/// What the parser threads and the executor share: each thread's mailbox and the credit pool
-/// that bounds the jobs outstanding.
+/// How senders wake the executor: only when it sleeps, at most once per sleep, the mirror
+/// of a mailbox's `sleeping` flag. The executor polls the batch queue itself and parks the
+/// thread; it never blocks inside the queue, whose blocking receive spins and calls
+/// `sched_yield` before it sleeps (costly on every sleep, and on a shared core it hands the
+/// core to whoever else runs there).
+#[derive(Debug, Default)]
+pub(crate) struct Doorbell {
+    /// The executor is (about to be) parked. Set by the executor just before it parks,
+    /// cleared by whoever wakes it.
+    sleeping: AtomicBool,
+    /// The executor thread, once it runs.
+    thread: OnceLock<Thread>,
+}
+
+impl Doorbell {
+    /// Executor side, once, on its own thread: whom to unpark.
+    pub(crate) fn register(&self) {
+        let _ = self.thread.set(std::thread::current());
+    }
+
+    /// Executor side, before parking: returns false (stay awake) if `is_empty` says work came
+    /// meanwhile.
+    pub(crate) fn try_sleep(&self, is_empty: impl FnOnce() -> bool) -> bool {
+        self.sleeping.store(true, Ordering::SeqCst);
+        // Pairs with the fence in `ring_if_sleeping`: either the sender sees the flag and
+        // unparks us, or we see its batch here.
+        fence(Ordering::SeqCst);
+        if is_empty() {
+            return true;
+        }
+        self.sleeping.store(false, Ordering::Relaxed);
+        false
+    }
+
+    /// Executor side, after parking.
+    pub(crate) fn awake(&self) {
+        self.sleeping.store(false, Ordering::Relaxed);
+    }
+
+    /// Sender side, after a send: unparks the executor only if it sleeps.
+    fn ring_if_sleeping(&self) {
+        fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::SeqCst) {
+            self.ring();
+        }
+    }
+
+    /// Unparks the executor whatever it does (a sender is gone: it may be the last one).
+    /// An unpark before the park is kept, so the executor never misses it.
+    fn ring(&self) {
+        if let Some(thread) = self.thread.get() {
+            thread.unpark();
+        }
+    }
+}
+
+/// What the parser threads and the executor share: each thread's mailbox, the credit pool
+/// that bounds the jobs outstanding, and the executor's doorbell.
 pub(crate) struct Exchange<S, V> {
     mailboxes: Box<[Mailbox<S, V>]>,
+    doorbell: Doorbell,
     /// Jobs that may still be handed over before the capacity is reached.
     credits: AtomicUsize,
     /// Jobs handed over and not yet taken by the executor (for `query-stats`).
@@ -257,6 +315,7 @@ impl<S, V> Exchange<S, V> {
     pub(crate) fn new(mailboxes: Vec<Mailbox<S, V>>, capacity: usize) -> Self {
         Exchange {
             mailboxes: mailboxes.into(),
+            doorbell: Doorbell::default(),
             credits: AtomicUsize::new(capacity),
             queued: AtomicUsize::new(0),
         }
@@ -278,6 +337,11 @@ impl<S, V> Exchange<S, V> {
 
     pub(crate) fn mailboxes(&self) -> &[Mailbox<S, V>] {
         &self.mailboxes
+    }
+
+    /// How the executor is woken.
+    pub(crate) fn doorbell(&self) -> &Doorbell {
+        &self.doorbell
     }
 
     /// Takes up to `want` credits.
@@ -363,9 +427,19 @@ impl<S, V> Controller<S, V> {
     pub(crate) fn send(&self, work: Work<S, V>) {
         self.exchange.queued.fetch_add(1, Ordering::Relaxed);
         // Fails only once the executor has exited, when there is nothing left to control.
+        // The executor never waits inside the queue, so a full queue is only waited out here
+        // (it drains: the executor is awake while the queue holds anything).
         if self.tx.send(Batch::control(work)).is_err() {
             self.exchange.queued.fetch_sub(1, Ordering::Relaxed);
         }
+        self.exchange.doorbell.ring_if_sleeping();
+    }
+}
+
+impl<S, V> Drop for Controller<S, V> {
+    fn drop(&mut self) {
+        // The last sender gone ends the executor (its queue reports the disconnection).
+        self.exchange.doorbell.ring();
     }
 }
 
@@ -479,7 +553,10 @@ impl<S, V> JobSender<S, V> {
 
     fn send(&self, batch: Batch<S, V>) -> Result<(), Batch<S, V>> {
         match self.tx.try_send(batch) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.exchange.doorbell.ring_if_sleeping();
+                Ok(())
+            }
             Err(TrySendError::Full(batch) | TrySendError::Disconnected(batch)) => Err(batch),
         }
     }
@@ -493,5 +570,12 @@ impl<S, V> JobSender<S, V> {
     /// Sends control jobs through the same queue, in order after this thread's batches.
     pub(crate) fn controller(&self) -> Controller<S, V> {
         Controller { tx: self.tx.clone(), exchange: Arc::clone(&self.exchange) }
+    }
+}
+
+impl<S, V> Drop for JobSender<S, V> {
+    fn drop(&mut self) {
+        // The last sender gone ends the executor (its queue reports the disconnection).
+        self.exchange.doorbell.ring();
     }
 }

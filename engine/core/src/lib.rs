@@ -51,6 +51,7 @@
 //! - `placement`: thread layout and pinning policy.
 //! - `registry`: the public command API ([`Registry`]).
 //! - `parked`: the executor's side of a replicated log: calls waiting for their entry.
+//! - `idle`: the idle policy: how long a thread polls for work before it parks.
 //! - `executor`: the ordered executor thread.
 //! - `dispatch`: per-message decisions: OOB now, in-band job, or error in order.
 //! - `parser`: the parser thread's event loop.
@@ -70,6 +71,7 @@ mod dispatch;
 mod error;
 mod exec;
 mod executor;
+mod idle;
 #[cfg(feature = "internals")]
 pub mod internals;
 mod introspect;

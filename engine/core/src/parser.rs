@@ -21,6 +21,7 @@ use crate::admission::{Admission, Admitted};
 use crate::budget::Pause;
 use crate::conn::{Conn, LINGER, Stream, Timeout};
 use crate::dispatch::{Handled, Worker};
+use crate::idle::SpinWindow;
 use crate::job::{Arrival, ConnId, Controller, Done, Exchange, Flushed, Mailbox, Work};
 use crate::listener::Listener;
 use crate::stats::bump;
@@ -71,9 +72,9 @@ pub(crate) struct ParserThread<S, V> {
     drain_until: Option<Instant>,
     /// The current event's encoding, reused.
     scratch: Vec<u8>,
-    /// How long to wait for the outcomes of in-flight jobs by polling before sleeping (zero
-    /// unless this thread has a core of its own).
-    spin: Duration,
+    /// Whether and how long to poll for the outcomes of the jobs just handed over before
+    /// sleeping (never, unless the executor has a core of its own).
+    await_outcomes: SpinWindow,
     /// Takes new connections: the connection cap and descriptor exhaustion.
     admission: Admission,
     /// When to look at the connections' deadlines next: the nearest one, but at most once
@@ -108,7 +109,7 @@ impl<S, V> ParserThread<S, V> {
             waiting_credit: Vec::new(),
             drain_until: None,
             scratch: Vec::new(),
-            spin: Duration::ZERO,
+            await_outcomes: SpinWindow::new(Duration::ZERO),
             admission,
             next_sweep: None,
             expired: Vec::new(),
@@ -121,9 +122,10 @@ impl<S, V> ParserThread<S, V> {
         Ok(thread)
     }
 
-    /// Lets the thread poll for outcomes before sleeping: only with a core of its own.
-    pub(crate) fn with_spin(mut self, spin: Duration) -> Self {
-        self.spin = spin;
+    /// Lets the thread poll for up to `limit` for the outcomes of the jobs it handed over
+    /// before sleeping: only where the executor has a core of its own.
+    pub(crate) fn with_await_outcomes(mut self, limit: Duration) -> Self {
+        self.await_outcomes = SpinWindow::new(limit);
         self
     }
 
@@ -158,7 +160,7 @@ impl<S, V> ParserThread<S, V> {
 
     /// Zero when work is pending; otherwise sleep (after telling the executor, which then
     /// wakes us for replies), until the drain deadline when draining.
-    fn poll_timeout(&self) -> Option<Duration> {
+    fn poll_timeout(&mut self) -> Option<Duration> {
         if !self.active.is_empty() {
             return Some(Duration::ZERO);
         }
@@ -177,24 +179,18 @@ impl<S, V> ParserThread<S, V> {
         [drain, sweep, held_back, self.admission.retry_in()].into_iter().flatten().min()
     }
 
-    /// With jobs in flight, the executor usually answers within a few µs: poll the mailbox
-    /// that long instead of sleeping at once, sparing the executor a wake-up syscall and both
-    /// threads a context switch. Socket readiness is seen on the next `poll` either way.
-    fn await_outcomes(&self) {
-        if self.spin.is_zero() || self.worker.jobs.in_flight() == 0 {
+    /// With jobs in flight, the executor often answers within µs: polling the mailbox that
+    /// long instead of sleeping at once spares the executor a wake-up syscall and this
+    /// thread a sleep and a wake-up (in a virtual machine, an interrupt and a VM exit). The
+    /// idle policy (`idle.rs`) stops it where it does not pay: outcomes slower than the
+    /// window, or a core shared with another thread (a client on the same machine), which
+    /// the poll would take from it. Socket readiness is seen on the next `poll` either way.
+    fn await_outcomes(&mut self) {
+        if self.worker.jobs.in_flight() == 0 || !self.mailbox().is_empty() {
             return;
         }
-        let until = Instant::now() + self.spin;
-        let mailbox = self.mailbox();
-        // The clock is read every few dozen polls: it costs more than the poll itself.
-        while mailbox.is_empty() && Instant::now() < until {
-            for _ in 0..32 {
-                if !mailbox.is_empty() {
-                    return;
-                }
-                std::hint::spin_loop();
-            }
-        }
+        let mailbox = self.exchange.mailbox(self.worker.thread);
+        self.await_outcomes.poll(|| !mailbox.is_empty());
     }
 
     fn on_event(&mut self, event: &mio::event::Event) {
@@ -371,8 +367,9 @@ impl<S, V> ParserThread<S, V> {
     /// Once per tick at most: acts on the connections whose deadline has passed and finds
     /// the next deadline.
     fn sweep_deadlines(&mut self) {
+        let Some(at) = self.next_sweep else { return }; // no clock read while none is armed
         let now = Instant::now();
-        if self.next_sweep.is_none_or(|at| now < at) {
+        if now < at {
             return;
         }
         let mut next: Option<Instant> = None;

@@ -201,7 +201,7 @@ fn spawn_parsers<S: Send + 'static, V: Send + Sync + 'static>(
     for ((i, parts), listeners) in parsers.into_iter().enumerate().zip(listeners) {
         let parser = ParserThread::new(parts.poll, listeners, parts.worker)
             .map_err(Error::Start)?
-            .with_spin(spin(layout, config));
+            .with_await_outcomes(spin(layout, config));
         let notice = ExitNotice(controller.clone());
         handles.push(spawn(format!("engine-parser-{i}"), layout.parsers[i], move || {
             let _notice = notice;
