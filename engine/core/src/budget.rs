@@ -6,10 +6,11 @@
 //! connections holding more than their fair share (the limit divided among the open
 //! connections) are paused too, while those under it go on (their OOB requests still run).
 //!
-//! What is counted: parked request bytes, encoded replies waiting in the lane for their turn,
-//! an estimate ([`REPLY_ESTIMATE`]) for each job with the executor (replaced by the exact size
-//! once its reply is encoded into the write buffer), the write buffer's capacity (unsent
-//! output and the spare room a burst left), and the read buffer's capacity. Plain integers, single owner: no atomics on the request path. The parser thread
+//! What is counted: parked request bytes and their decoded calls, encoded replies waiting in
+//! the lane for their turn, the lane's ring of entries by its capacity, an estimate
+//! ([`REPLY_ESTIMATE`]) for each job with the executor (replaced by the exact size once its
+//! reply is encoded into the write buffer), the write buffer's capacity (unsent output and
+//! the spare room a burst left), and the read buffer's capacity. Plain integers, single owner: no atomics on the request path. The parser thread
 //! publishes each connection's change once per turn.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,10 +46,12 @@ impl Pause {
     }
 }
 
-/// Memory a parked job holds besides its request's bytes: its lane entry, the boxed decoded
-/// call and its arguments. Measured: 100 connections with 65,000 `counter-add` parked each
-/// grew the release engine's RSS by about 215 bytes per job over the 64 bytes of request.
-pub(crate) const PARKED_JOB: usize = 160;
+/// Memory a parked job holds besides its request's bytes and its lane entry (counted with
+/// the ring, `set_lane`): the boxed decoded call and its arguments, a glibc chunk of about
+/// 100 bytes for the demo's commands. Measured: 100 connections with 65,000 `counter-add`
+/// parked each grew the release engine's RSS by about 215 bytes per job, of which the lane
+/// entry was 128 then.
+pub(crate) const PARKED_JOB: usize = 96;
 
 /// A connection's change is published to the [`MemoryBudget`] at least every this many bytes
 /// (besides once per turn), so what other threads cannot see yet stays about one read per
@@ -172,11 +175,15 @@ pub(crate) struct ConnBudget {
     write_buffer: usize,
     /// Capacity of the read buffer.
     read_buffer: usize,
+    /// Bytes of the lane's ring of entries, by its capacity.
+    lane: usize,
     /// [`ConnBudget::held`] as last published to the [`MemoryBudget`].
     published: usize,
     /// The read buffer every connection has (not counted against the fair share, so idle
     /// connections are never paused by the server's limit).
     base: usize,
+    /// The lane's ring a quiet connection keeps (not counted against the fair share either).
+    quiet_lane: usize,
 }
 
 impl ConnBudget {
@@ -190,8 +197,10 @@ impl ConnBudget {
             unsent: 0,
             write_buffer: 0,
             read_buffer: 0,
+            lane: 0,
             published: 0,
             base: 0,
+            quiet_lane: 0,
         }
     }
 
@@ -199,6 +208,12 @@ impl ConnBudget {
     pub(crate) fn with_base(mut self, read_buffer: usize) -> ConnBudget {
         self.base = read_buffer;
         self.read_buffer = read_buffer;
+        self
+    }
+
+    /// The lane's ring a quiet connection keeps, allowed beside its read buffer.
+    pub(crate) fn with_quiet_lane(mut self, bytes: usize) -> ConnBudget {
+        self.quiet_lane = bytes;
         self
     }
 
@@ -230,6 +245,12 @@ impl ConnBudget {
         self.estimate = self.estimate.max(bytes);
     }
 
+    /// Bytes reserved per reply in flight: the largest reply so far, at least
+    /// [`REPLY_ESTIMATE`].
+    pub(crate) fn estimate(&self) -> usize {
+        self.estimate
+    }
+
     /// The write buffer now: `unsent` bytes waiting for the socket in a buffer of
     /// `capacity` bytes.
     pub(crate) fn set_output(&mut self, unsent: usize, capacity: usize) {
@@ -241,9 +262,14 @@ impl ConnBudget {
         self.read_buffer = bytes;
     }
 
-    /// Everything this connection holds now: the write buffer by its capacity.
+    /// The lane's ring now holds `bytes` (its capacity).
+    pub(crate) fn set_lane(&mut self, bytes: usize) {
+        self.lane = bytes;
+    }
+
+    /// Everything this connection holds now: the write buffer and the lane by capacity.
     pub(crate) fn held(&self) -> usize {
-        self.parked + self.owed() + self.write_buffer + self.read_buffer
+        self.parked + self.owed() + self.write_buffer + self.read_buffer + self.lane
     }
 
     /// Replies owed and not yet in the write buffer, estimates included.
@@ -258,11 +284,14 @@ impl ConnBudget {
     }
 
     /// What every connection may keep without counting against its share of the server's
-    /// limit: its initial read buffer and a quiet connection's write buffer (spare room up
-    /// to [`QUIET_WRITE_CAPACITY`]), so idle and request-reply connections are never paused.
+    /// limit: its initial read buffer, a quiet connection's write buffer (spare room up to
+    /// [`QUIET_WRITE_CAPACITY`]) and a quiet lane's ring (`lane::QUIET_ENTRIES`), so idle
+    /// and request-reply connections are never paused.
     fn allowance(&self) -> usize {
         let spare = self.write_buffer - self.unsent;
-        self.read_buffer.min(self.base) + spare.min(QUIET_WRITE_CAPACITY)
+        self.read_buffer.min(self.base)
+            + spare.min(QUIET_WRITE_CAPACITY)
+            + self.lane.min(self.quiet_lane)
     }
 
     /// Whether the connection must stop reading and handling input now, and why: over its
@@ -285,12 +314,16 @@ impl ConnBudget {
 
     /// Whether one more job may go to the executor: only while its reply fits next to the
     /// replies already owed, so a client that does not read cannot make the engine produce
-    /// replies without bound (parked requests alone never block submission: submitting is
-    /// what frees them); and, past the server's limit, not by a connection over its share
-    /// unless it has nothing in flight (an outcome to come guarantees progress).
+    /// replies without bound; with jobs in flight, only while it fits next to everything
+    /// else the connection holds too (buffers by capacity, the lane's ring), so a client
+    /// reading its replies back slowly stays within its budget; and, past the server's
+    /// limit, not by a connection over its share. Parked requests never block submission
+    /// (submitting is what frees them), and a lane with nothing in flight may always submit
+    /// one job whose reply fits (an outcome to come guarantees progress).
     pub(crate) fn may_submit(&self, memory: &MemoryBudget) -> bool {
         let fits = self.replies() + self.estimate <= self.limit;
-        fits && (self.in_flight == 0 || self.pause(memory) != Some(Pause::Shared))
+        let fits_all = self.held() - self.parked + self.estimate <= self.limit;
+        fits && (self.in_flight == 0 || (fits_all && self.pause(memory) != Some(Pause::Shared)))
     }
 
     /// The change in held bytes since the last call, to add to the [`MemoryBudget`].
@@ -377,6 +410,23 @@ mod tests {
         budget.release_reply(2 * REPLY_ESTIMATE);
         budget.set_output(0, 0);
         assert_eq!(budget.held(), 3 * 2 * REPLY_ESTIMATE, "the estimate rose to the largest reply");
+    }
+
+    #[test]
+    fn with_jobs_in_flight_everything_held_must_leave_room_for_one_more_reply() {
+        let memory = MemoryBudget::new(usize::MAX);
+        let mut budget = ConnBudget::new(16 * REPLY_ESTIMATE);
+        budget.set_output(0, 14 * REPLY_ESTIMATE); // a slow reader's buffer, sent but kept
+        assert!(budget.may_submit(&memory), "nothing in flight: one job always goes");
+        budget.reserve_reply();
+        assert!(budget.may_submit(&memory), "15 of 16 estimates held");
+        budget.reserve_reply();
+        assert!(!budget.may_submit(&memory), "the buffer's room and two replies fill it");
+        budget.park(100 * REPLY_ESTIMATE);
+        budget.release_reply(REPLY_ESTIMATE);
+        assert!(budget.may_submit(&memory), "parked requests never block submission");
+        budget.set_lane(REPLY_ESTIMATE);
+        assert!(!budget.may_submit(&memory), "the lane's ring counts too");
     }
 
     #[test]

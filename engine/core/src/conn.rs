@@ -24,7 +24,7 @@ use ooblane_wire::{Framer, Step};
 use crate::budget::{ConnBudget, MemoryBudget, Pause, QUIET_WRITE_CAPACITY};
 use crate::call::Call;
 use crate::job::ConnId;
-use crate::lane::Lane;
+use crate::lane::{self, Lane};
 
 /// Initial read buffer size: a few typical control-plane messages, so idle connections stay
 /// cheap; it grows (doubling) only for larger messages.
@@ -211,9 +211,23 @@ pub(crate) struct Output {
     sent: usize,
 }
 
+/// The least a write buffer grows by when it must (see [`Output::make_room`]).
+const MIN_GROWTH: usize = 4 * 1024;
+
 impl Output {
     pub(crate) fn pending(&self) -> usize {
         self.buf.len() - self.sent
+    }
+
+    /// Makes room for `bytes` more before replies are encoded into the buffer, growing it
+    /// by what is needed or a quarter of its capacity, whichever is more, instead of letting
+    /// a `Vec` double: the buffer counts on the budget by its capacity, and a doubling as it
+    /// nears the budget would take the connection to twice its budget in one step.
+    pub(crate) fn make_room(&mut self, bytes: usize) {
+        let free = self.buf.capacity() - self.buf.len();
+        if free < bytes {
+            self.buf.reserve_exact(bytes.max(self.buf.capacity() / 4).max(MIN_GROWTH));
+        }
     }
 
     /// Releases the buffer once everything is written, if it grew past the size a quiet
@@ -339,6 +353,7 @@ impl<S, V> Session<S, V> {
     /// The executor's outcome for this session's oldest in-flight request: write its reply
     /// (and the ready replies queued behind it).
     pub(crate) fn complete(&mut self, call: &mut dyn Call<S, V>) {
+        self.output.make_room(self.budget.estimate());
         let (out, budget) = (&mut self.output.buf, &mut self.budget);
         self.lane.complete(out, budget, |out, to| call.write_reply(out, to));
     }
@@ -367,7 +382,9 @@ impl<S, V> Conn<S, V> {
     ) -> Self {
         let input = Input::new(max_message);
         let mut session = Session::new(id, dialect, budget);
-        session.budget = ConnBudget::new(budget).with_base(input.capacity());
+        let quiet_lane = lane::ring_bytes::<S, V>(lane::QUIET_ENTRIES);
+        session.budget =
+            ConnBudget::new(budget).with_base(input.capacity()).with_quiet_lane(quiet_lane);
         Conn {
             stream,
             input,

@@ -28,6 +28,10 @@ use crate::lane::Pushed;
 use crate::registry::{Command, Lane as CommandLane};
 use crate::stats::{Stats, ThreadStats, bump};
 
+/// Room made in the write buffer before each message is handled: most replies (OOB, errors,
+/// in-band ones written at once) are far smaller.
+const SMALL_REPLY: usize = 512;
+
 /// How far [`Worker::handle_input`] got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Handled {
@@ -104,6 +108,8 @@ impl<S, V> Worker<S, V> {
     /// there next time.
     pub(crate) fn handle_input(&mut self, input: &mut Input, conn: &mut Session<S, V>) -> Handled {
         while !conn.closing {
+            // Room for a small reply, grown in steps rather than doubled (see `make_room`).
+            conn.output.make_room(SMALL_REPLY);
             conn.sync_unsent();
             conn.budget.publish_if_due(&self.stats.memory);
             if conn.budget.pause(&self.stats.memory).is_some() {

@@ -235,7 +235,7 @@ impl<S, V> Executor<S, V> {
     fn handle_now(&mut self, thread: usize, sent: Instant, job: Job<S, V>) {
         match job.work {
             Work::Call(call) => self.call(thread, sent, job.conn, call),
-            Work::Emit(event) => self.broadcast(event),
+            Work::Emit(event) => self.broadcast(*event),
             Work::Shutdown(reason) => self.begin_shutdown(reason),
             Work::ParserDone => self.parsers_left -= 1,
             Work::Replica(message) => self.replica(*message),

@@ -45,8 +45,9 @@ pub(crate) struct Job<S, V> {
 pub(crate) enum Work<S, V> {
     /// Run a decoded in-band command; its outcome goes back to the sending thread.
     Call(BoxedCall<S, V>),
-    /// Emit an event to every session (from `ServerHandle::emit_event`).
-    Emit(Event),
+    /// Emit an event to every session (from `ServerHandle::emit_event`). Boxed: it is rare,
+    /// and every job (in batches, and parked in lanes) is as large as the largest variant.
+    Emit(Box<Event>),
     /// Begin graceful shutdown, in order after everything queued before it.
     Shutdown(&'static str),
     /// A parser thread has drained and exited; the executor exits after the last one.
@@ -112,6 +113,12 @@ pub(crate) enum Arrival<S, V> {
 
 /// Spare job vectors kept per parser thread: a few turns' worth in flight at once.
 const SPARE_BATCHES: usize = 64;
+
+/// Jobs a spare vector keeps room for: a pipelining turn's worth (4 connections x 64 in
+/// flight is 256). A turn that took in a flood (thousands of parked jobs resubmitted at
+/// once) would otherwise leave every spare that large: measured, 33 MiB still held after
+/// 2,000 stalled connections had closed.
+const SPARE_JOBS: usize = 1024;
 
 /// Room in each arrival ring beyond the outcomes credits allow, for events and notices.
 const EVENT_ROOM: usize = 1024;
@@ -212,9 +219,13 @@ impl<S, V> Mailbox<S, V> {
         false
     }
 
-    /// Parser side, after waking.
+    /// Parser side, after waking. Stores only if the flag is still set: this runs every loop
+    /// turn, and a store would take the flag's cache line from the executor, which reads it
+    /// after every job.
     pub(crate) fn awake(&self) {
-        self.sleeping.store(false, Ordering::Relaxed);
+        if self.sleeping.load(Ordering::Relaxed) {
+            self.sleeping.store(false, Ordering::Relaxed);
+        }
     }
 
     /// Unconditional wake (shutdown, credits).
@@ -224,9 +235,11 @@ impl<S, V> Mailbox<S, V> {
         }
     }
 
-    /// Executor side: an emptied batch vector goes back to its thread.
+    /// Executor side: an emptied batch vector goes back to its thread, no larger than
+    /// [`SPARE_JOBS`].
     pub(crate) fn return_vec(&self, mut jobs: Vec<Job<S, V>>) {
         jobs.clear();
+        jobs.shrink_to(SPARE_JOBS);
         let _ = self.spare.push(jobs); // beyond the spares, let it go
     }
 }

@@ -6,6 +6,10 @@
 //! parser thread (bad input, unknown command, bad arguments) wait in the lane as ready bytes
 //! until every earlier entry has been answered. Beyond the in-flight limit, or when no credit
 //! is left (`Limits::queue_capacity` jobs outstanding), jobs are parked here; reading and OOB requests go on meanwhile.
+//!
+//! The entries' ring is counted on the connection's budget by its capacity (what it holds,
+//! room to grow included) and shrinks as the lane drains, so a lane that a burst grew does
+//! not hold its memory uncounted while new input arrives behind the old.
 
 use std::collections::VecDeque;
 
@@ -22,6 +26,16 @@ enum Entry<S, V> {
     Parked { to: ReplyTo, job: Job<S, V>, bytes: usize },
     /// Answered on the parser thread; the encoded reply waits for its turn.
     Ready(Vec<u8>),
+}
+
+/// Entries a lane keeps room for however far it drains: a request-reply client's lane holds
+/// one or two, and its room is allowed on the budget beside the read buffer
+/// (`ConnBudget::allowance`).
+pub(crate) const QUIET_ENTRIES: usize = 16;
+
+/// Bytes of the ring for `entries` entries.
+pub(crate) fn ring_bytes<S, V>(entries: usize) -> usize {
+    entries * std::mem::size_of::<Entry<S, V>>()
 }
 
 /// Result of handing a job to the lane.
@@ -79,7 +93,33 @@ impl<S, V> Lane<S, V> {
             self.unparked += 1;
         }
         budget.queue_ready(reply.len());
-        self.entries.push_back(Entry::Ready(reply));
+        self.push(Entry::Ready(reply));
+        self.account(budget);
+    }
+
+    /// Appends an entry, growing the ring by a quarter when full rather than doubling it:
+    /// the ring counts on the budget by its capacity, and a doubling near the budget would
+    /// overshoot it by as much again in one step.
+    fn push(&mut self, entry: Entry<S, V>) {
+        if self.entries.len() == self.entries.capacity() {
+            self.entries.reserve_exact((self.entries.capacity() / 4).max(QUIET_ENTRIES));
+        }
+        self.entries.push_back(entry);
+    }
+
+    /// Tells the budget what the ring holds now.
+    fn account(&self, budget: &mut ConnBudget) {
+        budget.set_lane(ring_bytes::<S, V>(self.entries.capacity()));
+    }
+
+    /// Gives back the ring's room once the lane has drained to a quarter of it (keeping
+    /// twice what is left, at least [`QUIET_ENTRIES`]): each shrink moves at most a quarter
+    /// of the entries the ring has seen leave since it grew, so it costs O(1) per entry.
+    fn shrink_if_drained(&mut self) {
+        let capacity = self.entries.capacity();
+        if capacity > QUIET_ENTRIES && self.entries.len() < capacity / 4 {
+            self.entries.shrink_to((self.entries.len() * 2).max(QUIET_ENTRIES));
+        }
     }
 
     /// Hands a job to the executor, or parks it.
@@ -99,7 +139,8 @@ impl<S, V> Lane<S, V> {
         }
         match jobs.try_push(job) {
             Ok(()) => {
-                self.entries.push_back(Entry::Submitted(to));
+                self.push(Entry::Submitted(to));
+                self.account(budget);
                 self.unparked += 1;
                 self.inflight += 1;
                 budget.reserve_reply();
@@ -114,7 +155,8 @@ impl<S, V> Lane<S, V> {
 
     fn park(&mut self, to: ReplyTo, job: Job<S, V>, bytes: usize, budget: &mut ConnBudget) {
         budget.park(bytes);
-        self.entries.push_back(Entry::Parked { to, job, bytes });
+        self.push(Entry::Parked { to, job, bytes });
+        self.account(budget);
     }
 
     /// Submits parked jobs while the in-flight limit, the budget for replies and the credits
@@ -180,6 +222,8 @@ impl<S, V> Lane<S, V> {
             budget.release_ready(bytes.len());
             out.extend_from_slice(&bytes);
         }
+        self.shrink_if_drained();
+        self.account(budget);
     }
 }
 
@@ -237,17 +281,19 @@ mod tests {
         assert_eq!(lane.push_job(to(b"4"), job(), 10, 2, &mut jobs, &mut b, &m), Pushed::Parked);
         lane.push_ready(b"E5\n".to_vec(), &mut b);
         let two_in_flight = 2 * REPLY_ESTIMATE;
+        let ring = ring_bytes::<(), ()>(lane.entries.capacity());
+        assert!(ring >= 5 * std::mem::size_of::<Entry<(), ()>>());
         assert_eq!(
             b.held(),
-            10 + PARKED_JOB + 3 + 3 + two_in_flight,
-            "one parked request, two ready replies"
+            10 + PARKED_JOB + 3 + 3 + two_in_flight + ring,
+            "one parked request, two ready replies, the ring"
         );
         assert!(!lane.waits_for_credit(2), "parked by the in-flight limit");
 
         answered(&mut jobs, &rx);
         fail(&mut lane, &mut out, &mut b);
         assert!(lane.submit_parked(2, &mut jobs, &mut b, &m), "one slot freed, credits left");
-        assert_eq!(b.held(), 3 + two_in_flight, "E5 waits behind requests 3 and 4");
+        assert_eq!(b.held(), 3 + two_in_flight + ring, "E5 waits behind requests 3 and 4");
         fail(&mut lane, &mut out, &mut b);
         answered(&mut jobs, &rx);
         fail(&mut lane, &mut out, &mut b);
@@ -273,5 +319,34 @@ mod tests {
         answered(&mut jobs, &rx);
         assert!(lane.submit_parked(8, &mut jobs, &mut b, &m));
         assert!(!lane.has_parked());
+    }
+
+    #[test]
+    fn the_ring_is_counted_by_capacity_and_shrinks_as_the_lane_drains() {
+        let (mut jobs, rx) = sender(4096);
+        let mut lane = TestLane::default();
+        let mut b = ConnBudget::new(1 << 30);
+        let m = MemoryBudget::new(usize::MAX);
+        let mut out = Vec::new();
+        for i in 0..1000 {
+            let id = format!("{i}");
+            lane.push_job(to(id.as_bytes()), job(), 10, 2000, &mut jobs, &mut b, &m);
+        }
+        let grown = lane.entries.capacity();
+        assert!(grown >= 1000);
+        let in_flight = 1000 * REPLY_ESTIMATE;
+        assert_eq!(b.held(), in_flight + ring_bytes::<(), ()>(grown));
+        answered(&mut jobs, &rx);
+        for _ in 0..990 {
+            fail(&mut lane, &mut out, &mut b);
+        }
+        let left = lane.entries.capacity();
+        assert!(left <= 4 * 10 + QUIET_ENTRIES, "{left} entries of room for 10 left");
+        assert_eq!(b.held(), 10 * REPLY_ESTIMATE + ring_bytes::<(), ()>(left));
+        for _ in 0..10 {
+            fail(&mut lane, &mut out, &mut b);
+        }
+        assert!(lane.is_idle());
+        assert_eq!(lane.entries.capacity(), QUIET_ENTRIES, "a quiet lane keeps a little room");
     }
 }

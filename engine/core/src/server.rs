@@ -268,7 +268,7 @@ fn control_fn<S: Send + 'static, V: Send + Sync + 'static>(
                 }
                 Work::Shutdown(reason)
             }
-            Control::Emit(event) => Work::Emit(event),
+            Control::Emit(event) => Work::Emit(Box::new(event)),
         };
         controller.send(work);
     })
