@@ -4,6 +4,10 @@
 //! channel, answering each in-band request through a `oneshot`. `exec-oob` requests are
 //! answered by the connection task at once.
 //!
+//! `tuned-qmp` is the same server tuned a little (an executor thread, readers that never wait
+//! for replies, one coalesced write per connection); the suite keeps this one for its
+//! history.
+//!
 //! It serves the demo commands the suite drives (`ping`, `counter-add`, `query-counter`,
 //! `work`) plus the greeting and `qmp_capabilities`, and prints `QMP listening on tcp:ADDR`
 //! like the engine. Not a conformant QMP server: no ordering rules beyond one request at a
