@@ -23,6 +23,12 @@
 #                  isolation (a)/(b) against qemu-system-x86_64 -machine none (in-band
 #                  `query-status`, OOB `yank {"instances": []}`)
 #   4 scaling      throughput as the engine's parser threads go 1 .. nproc
+#   5 paced        clients that send and wait (loadgen --spin off: they sleep between sends)
+#                  at 1,000 / 5,000 / 20,000 requests/s over 4 connections, in-band and OOB
+#                  `ping`, beside the tuned tokio server (bench/src/bin/tuned-qmp.rs); the
+#                  pipelined shape (4 x 64) beside it; server CPU from schedstat and context
+#                  switches per request, p50; the idle engine's CPU over 60 s
+#                  (results/tools/paced.py)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -41,8 +47,10 @@ while [[ $# -gt 0 ]]; do
 done
 if [[ $QUICK == 1 ]]; then
     SET=${SET:-quick}; DUR=1s; WARM=300ms; ISO_DUR=2; ISO_RATE=2000; CRITERION=0; WAIT=0
+    PACED=(--duration 1 --warmup 0.3 --reps 1 --idle 5)
 else
     SET=${SET:-baseline}; DUR=5s; WARM=1s; ISO_DUR=6; ISO_RATE=2000
+    PACED=(--duration 10 --warmup 2 --reps 3 --idle 60)
 fi
 OUT="results/$(date -u +%F)-$SET"
 if [[ -e $OUT ]]; then
@@ -54,6 +62,7 @@ LOADGEN=$ROOT/target/release/loadgen
 # ENGINE_BIN=/path/to/engine runs the suite against another build (e.g. an older commit's).
 ENGINE=${ENGINE_BIN:-$ROOT/target/release/ooblane}
 NAIVE=$ROOT/target/release/naive-qmp
+TUNED=$ROOT/target/release/tuned-qmp
 NPROC=$(nproc)
 PIDS=()
 cleanup() {
@@ -218,6 +227,11 @@ for threads in $(seq 1 "$NPROC"); do
     throughput "$OUT/4-scaling/inband-ping-t$threads" "$ENGINE_ADDR" 16 4 'name=ping,cmd=ping'
     stop_engine
 done
+
+log "scenario 5: paced clients, the pipelined shape and the idle engine (engine, tuned tokio server)"
+run python3 "$ROOT/results/tools/paced.py" "$OUT/5-paced" --loadgen "$LOADGEN" \
+    --server "engine=engine:$ENGINE" --server "tuned=tokio:$TUNED" --pipelined "${PACED[@]}" \
+    >"$OUT/5-paced.txt" 2>&1 || log "FAILED: scenario 5 (see 5-paced.txt)"
 
 if [[ $CRITERION == 1 ]]; then
     log "criterion benchmarks"
