@@ -20,12 +20,16 @@ pub struct Config {
     /// with a parser thread, a positive value lets the parser thread preempt it at once when
     /// a request arrives, so OOB latency does not wait for the scheduler's time slice.
     pub executor_nice: i32,
-    /// How long a thread with a core of its own polls for work before it sleeps: the
-    /// executor for the next batch, a parser thread for the outcomes of jobs it has in
-    /// flight. Spinning spares a wake-up (a context switch on each side) when the work comes
-    /// soon, at the price of CPU time on that core; zero never spins. Ignored (no spin)
-    /// unless the layout gives the executor a core of its own.
+    /// How long the executor, with a core of its own, may poll for the next batch before it
+    /// parks. Polling spares a wake-up (a context switch on each side) when the batch comes
+    /// soon, at the price of CPU time on that core; the idle policy stops it where it does
+    /// not pay (`idle.rs`). Zero never polls. Ignored unless the layout gives the executor a
+    /// core of its own.
     pub spin: std::time::Duration,
+    /// How long a parser thread may poll for the outcomes of the jobs it just handed over
+    /// before it sleeps, under the same idle policy and the same layout condition as
+    /// [`Config::spin`]. Zero never polls.
+    pub await_outcomes: std::time::Duration,
     /// Limits that keep per-connection memory bounded.
     pub limits: Limits,
     /// Text of the greeting's `package` field.
@@ -110,6 +114,7 @@ impl Default for Config {
             pin: true,
             executor_nice: 0,
             spin: Config::DEFAULT_SPIN,
+            await_outcomes: Config::DEFAULT_AWAIT_OUTCOMES,
             limits: Limits::default(),
             package: format!("ooblane {}", env!("CARGO_PKG_VERSION")),
         }
@@ -118,11 +123,22 @@ impl Default for Config {
 
 impl Config {
     /// Default [`Config::spin`]: none. Measured on a 2-core machine with the client on the
-    /// same cores (results/2026-12-01-ordered-lane), 5 to 20 µs of spinning cost CPU per
-    /// request and spared no context switch: the switches there come from the client's
-    /// threads preempting the engine's. With clients elsewhere and cores to spare, try
-    /// `spin` of 10–20 µs.
+    /// same cores (results/2026-12-04-paced), an executor polling up to 20 or 50 µs cost
+    /// CPU and throughput under pipelined load (in-band CPU per reply +11 to +19%,
+    /// throughput -7 to -13%) and, at 20,000 paced requests a second, doubled the
+    /// executor's CPU per request to spare 0.6 context switches: a wake-up there costs less
+    /// than the gaps it would poll through. With clients elsewhere and cores to spare, try
+    /// 10-20 µs.
     pub const DEFAULT_SPIN: std::time::Duration = std::time::Duration::ZERO;
+
+    /// Default [`Config::await_outcomes`]: 20 µs, about what a parser thread's own sleep
+    /// and wake-up cost in a virtual machine, so a poll that catches the outcome costs no
+    /// more than the sleep it spares, and one that does not (the executor was parked: its
+    /// wake-up took 14 µs median at 5,000 paced requests a second, more at 1,000) times out
+    /// and backs off. Measured on the 2-core machine (results/2026-12-04-paced): a 50 µs
+    /// window spared a context switch per paced in-band request where the parser thread had
+    /// its core, but cost up to 40% more CPU per request at 1,000 a second.
+    pub const DEFAULT_AWAIT_OUTCOMES: std::time::Duration = std::time::Duration::from_micros(20);
 
     /// The listener used when none is configured.
     pub const DEFAULT_QMP: &'static str = "tcp:127.0.0.1:4444";

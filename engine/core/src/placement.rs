@@ -55,8 +55,13 @@ impl Layout {
         self.executor.is_some()
     }
 
-    /// One line for the start-up log; `spin` is what threads poll before they sleep.
-    pub(crate) fn describe(&self, spin: std::time::Duration) -> String {
+    /// One line for the start-up log; `spin` and `await_outcomes` are how long the executor
+    /// and the parser threads may poll before they sleep.
+    pub(crate) fn describe(
+        &self,
+        spin: std::time::Duration,
+        await_outcomes: std::time::Duration,
+    ) -> String {
         let parsers = match self.parsers.first() {
             Some(Some(_)) => {
                 let ids: Vec<String> =
@@ -66,7 +71,10 @@ impl Layout {
             _ => format!("{} parser thread(s), unpinned", self.parsers.len()),
         };
         let executor = match self.executor {
-            Some(core) => format!("executor alone on core {}; spin {spin:?}", core.id),
+            Some(core) => format!(
+                "executor alone on core {}; spin {spin:?}, await outcomes {await_outcomes:?}",
+                core.id
+            ),
             None => "executor unpinned, sharing cores; no spinning".to_owned(),
         };
         format!("{parsers}; {executor}; {} usable core(s)", self.cores)

@@ -143,7 +143,7 @@ impl Server {
         };
         let mut threads = spawn_parsers(parsers, listeners, &layout, &config, &controller)?;
         threads.push(executor);
-        bound.log(&layout, spin(&layout, &config));
+        bound.log(&layout, spin(&layout, config.spin), spin(&layout, config.await_outcomes));
         Ok(ServerHandle {
             qmp: bound.qmp,
             jsonrpc: bound.jsonrpc,
@@ -183,10 +183,10 @@ fn executor_link<S: Send + 'static, V: Send + Sync + 'static>(
     Arc::new(move |message| controller.send(Work::Replica(Box::new(message))))
 }
 
-/// How long threads may spin before sleeping: only where the layout gives them cores of
-/// their own.
-fn spin(layout: &Layout, config: &Config) -> Duration {
-    if layout.may_spin() { config.spin } else { Duration::ZERO }
+/// How long a thread may poll before it sleeps, `limit` as configured: only where the
+/// layout gives the executor a core of its own.
+fn spin(layout: &Layout, limit: Duration) -> Duration {
+    if layout.may_spin() { limit } else { Duration::ZERO }
 }
 
 /// Starts each parser thread on its core with its listeners.
@@ -201,7 +201,7 @@ fn spawn_parsers<S: Send + 'static, V: Send + Sync + 'static>(
     for ((i, parts), listeners) in parsers.into_iter().enumerate().zip(listeners) {
         let parser = ParserThread::new(parts.poll, listeners, parts.worker)
             .map_err(Error::Start)?
-            .with_await_outcomes(spin(layout, config));
+            .with_await_outcomes(spin(layout, config.await_outcomes));
         let notice = ExitNotice(controller.clone());
         handles.push(spawn(format!("engine-parser-{i}"), layout.parsers[i], move || {
             let _notice = notice;
@@ -218,7 +218,7 @@ fn spawn_executor<S: Send + 'static, V: Send + Sync + 'static>(
     layout: &Layout,
     config: &Config,
 ) -> Result<JoinHandle<()>, Error> {
-    let executor = executor.with_spin(spin(layout, config));
+    let executor = executor.with_spin(spin(layout, config.spin));
     let nice = config.executor_nice;
     spawn("engine-executor".into(), layout.executor, move || {
         lower_priority(nice);
@@ -320,7 +320,7 @@ impl Bound {
     }
 
     /// Reports where the server listens and how its threads are laid out.
-    fn log(&self, layout: &Layout, spin: Duration) {
+    fn log(&self, layout: &Layout, spin: Duration, await_outcomes: Duration) {
         let threads = layout.threads();
         for addr in &self.qmp {
             tracing::info!(%addr, threads, "serving QMP");
@@ -328,7 +328,7 @@ impl Bound {
         for addr in &self.jsonrpc {
             tracing::info!(%addr, threads, "serving JSON-RPC");
         }
-        tracing::info!(layout = layout.describe(spin), "thread layout");
+        tracing::info!(layout = layout.describe(spin, await_outcomes), "thread layout");
     }
 
     /// One `SO_REUSEPORT` socket per thread; the first picks the port when 0 is asked.

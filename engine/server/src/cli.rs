@@ -62,12 +62,18 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = Config::default().executor_nice, allow_negative_numbers = true)]
     executor_nice: i32,
 
-    /// Microseconds a thread with a core of its own polls for work before it sleeps: the
-    /// executor for the next batch, a parser thread for the outcomes of its in-flight jobs.
-    /// Only when the thread layout gives the executor a core of its own (never on shared
-    /// cores). Spares a wake-up under a steady stream, burns CPU on that core; 0 never spins.
+    /// Microseconds the executor, with a core of its own, may poll for the next batch before
+    /// it parks (stopped by the idle policy where it does not pay). Only when the thread
+    /// layout gives the executor a core of its own. Spares a wake-up under a steady stream,
+    /// burns CPU on that core; 0 never polls.
     #[arg(long, value_name = "US", default_value_t = Config::DEFAULT_SPIN.as_micros() as u64)]
     spin_us: u64,
+
+    /// Microseconds a parser thread may poll for the outcomes of the jobs it just handed
+    /// over before it sleeps (stopped by the idle policy where it does not pay, e.g. on a
+    /// core shared with a client). Same layout condition as --spin-us; 0 never polls.
+    #[arg(long, value_name = "US", default_value_t = Config::DEFAULT_AWAIT_OUTCOMES.as_micros() as u64)]
+    await_outcomes_us: u64,
 
     /// Largest accepted message, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_message_bytes)]
@@ -183,6 +189,7 @@ impl Cli {
             pin: !self.no_pin,
             executor_nice: self.executor_nice,
             spin: Duration::from_micros(self.spin_us),
+            await_outcomes: Duration::from_micros(self.await_outcomes_us),
             limits: Limits {
                 max_message_bytes: self.max_message,
                 max_inflight_per_conn: self.max_inflight,
