@@ -285,8 +285,8 @@ impl ConnBudget {
 
     /// What every connection may keep without counting against its share of the server's
     /// limit: its initial read buffer, a quiet connection's write buffer (spare room up to
-    /// [`QUIET_WRITE_CAPACITY`]) and a quiet lane's ring (`lane::QUIET_ENTRIES`), so idle
-    /// and request-reply connections are never paused.
+    /// [`QUIET_WRITE_CAPACITY`]) and the lane's ring a connection keeps
+    /// (`lane::KEEP_ENTRIES`), so idle and request-reply connections are never paused.
     fn allowance(&self) -> usize {
         let spare = self.write_buffer - self.unsent;
         self.read_buffer.min(self.base)

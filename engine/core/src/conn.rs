@@ -382,7 +382,7 @@ impl<S, V> Conn<S, V> {
     ) -> Self {
         let input = Input::new(max_message);
         let mut session = Session::new(id, dialect, budget);
-        let quiet_lane = lane::ring_bytes::<S, V>(lane::QUIET_ENTRIES);
+        let quiet_lane = lane::ring_bytes::<S, V>(lane::KEEP_ENTRIES);
         session.budget =
             ConnBudget::new(budget).with_base(input.capacity()).with_quiet_lane(quiet_lane);
         Conn {

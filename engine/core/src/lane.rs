@@ -28,10 +28,16 @@ enum Entry<S, V> {
     Ready(Vec<u8>),
 }
 
-/// Entries a lane keeps room for however far it drains: a request-reply client's lane holds
-/// one or two, and its room is allowed on the budget beside the read buffer
-/// (`ConnBudget::allowance`).
-pub(crate) const QUIET_ENTRIES: usize = 16;
+/// Entries a lane keeps room for however far it drains: as many as a connection has in
+/// flight by default (`Limits::max_inflight_per_conn`), so a client that pipelines in bursts
+/// never has its ring reallocated once warm (the in-band path allocates nothing per
+/// request), and a lane only shrinks back from a flood. This room (22 KiB) is allowed on the
+/// budget beside the read buffer (`ConnBudget::allowance`), so a quiet connection is never
+/// paused for it.
+pub(crate) const KEEP_ENTRIES: usize = 256;
+
+/// The least a full ring grows by.
+const MIN_GROWTH: usize = 16;
 
 /// Bytes of the ring for `entries` entries.
 pub(crate) fn ring_bytes<S, V>(entries: usize) -> usize {
@@ -102,7 +108,7 @@ impl<S, V> Lane<S, V> {
     /// overshoot it by as much again in one step.
     fn push(&mut self, entry: Entry<S, V>) {
         if self.entries.len() == self.entries.capacity() {
-            self.entries.reserve_exact((self.entries.capacity() / 4).max(QUIET_ENTRIES));
+            self.entries.reserve_exact((self.entries.capacity() / 4).max(MIN_GROWTH));
         }
         self.entries.push_back(entry);
     }
@@ -112,13 +118,13 @@ impl<S, V> Lane<S, V> {
         budget.set_lane(ring_bytes::<S, V>(self.entries.capacity()));
     }
 
-    /// Gives back the ring's room once the lane has drained to a quarter of it (keeping
-    /// twice what is left, at least [`QUIET_ENTRIES`]): each shrink moves at most a quarter
-    /// of the entries the ring has seen leave since it grew, so it costs O(1) per entry.
+    /// Gives back the ring's room beyond [`KEEP_ENTRIES`] once the lane has drained to a
+    /// quarter of it (keeping twice what is left): each shrink moves at most a quarter of
+    /// the entries the ring has seen leave since it grew, so it costs O(1) per entry.
     fn shrink_if_drained(&mut self) {
         let capacity = self.entries.capacity();
-        if capacity > QUIET_ENTRIES && self.entries.len() < capacity / 4 {
-            self.entries.shrink_to((self.entries.len() * 2).max(QUIET_ENTRIES));
+        if capacity > KEEP_ENTRIES && self.entries.len() < capacity / 4 {
+            self.entries.shrink_to((self.entries.len() * 2).max(KEEP_ENTRIES));
         }
     }
 
@@ -341,12 +347,12 @@ mod tests {
             fail(&mut lane, &mut out, &mut b);
         }
         let left = lane.entries.capacity();
-        assert!(left <= 4 * 10 + QUIET_ENTRIES, "{left} entries of room for 10 left");
+        assert_eq!(left, KEEP_ENTRIES, "room for 10 left: back to what a lane keeps");
         assert_eq!(b.held(), 10 * REPLY_ESTIMATE + ring_bytes::<(), ()>(left));
         for _ in 0..10 {
             fail(&mut lane, &mut out, &mut b);
         }
         assert!(lane.is_idle());
-        assert_eq!(lane.entries.capacity(), QUIET_ENTRIES, "a quiet lane keeps a little room");
+        assert_eq!(lane.entries.capacity(), KEEP_ENTRIES, "a burst's room is kept, no more");
     }
 }
