@@ -131,14 +131,12 @@ impl Config {
     /// 10-20 µs.
     pub const DEFAULT_SPIN: std::time::Duration = std::time::Duration::ZERO;
 
-    /// Default [`Config::await_outcomes`]: 20 µs, about what a parser thread's own sleep
-    /// and wake-up cost in a virtual machine, so a poll that catches the outcome costs no
-    /// more than the sleep it spares, and one that does not (the executor was parked: its
-    /// wake-up took 14 µs median at 5,000 paced requests a second, more at 1,000) times out
-    /// and backs off. Measured on the 2-core machine (results/2026-12-04-paced): a 50 µs
-    /// window spared a context switch per paced in-band request where the parser thread had
-    /// its core, but cost up to 40% more CPU per request at 1,000 a second.
-    pub const DEFAULT_AWAIT_OUTCOMES: std::time::Duration = std::time::Duration::from_micros(20);
+    /// Default [`Config::await_outcomes`]: 0 (never polls). In the paced sitting
+    /// (results/2026-12-04-paced: clients on the same two cores, 1,000 to 20,000 requests a
+    /// second) a 20 µs window cost 12-32% more CPU per in-band request and raised p50 at
+    /// every rate; it spared context switches only at 20,000 a second. With clients on
+    /// other machines and the parser threads' cores to themselves, try 10-20 µs.
+    pub const DEFAULT_AWAIT_OUTCOMES: std::time::Duration = std::time::Duration::ZERO;
 
     /// The listener used when none is configured.
     pub const DEFAULT_QMP: &'static str = "tcp:127.0.0.1:4444";
