@@ -3,12 +3,14 @@
 //!
 //! # Layout
 //! - [`corpus`]: the deterministic request corpus (QMP and JSON-RPC, 40 B to 4 KiB).
+//! - [`demo`]: the demo commands as the comparison servers (`naive-qmp`, `tuned-qmp`) run them.
 //! - [`naive`]: the obvious alternatives that are ours to write (a byte-loop framer, an
 //!   `std::sync::mpsc` executor round trip).
 //! - [`wire`]: the engine's framer and peek, driven through `ooblane-wire`.
 //! - [`criterion()`]: the short measurement settings every benchmark uses.
 
 pub mod corpus;
+pub mod demo;
 pub mod naive;
 pub mod wire;
 

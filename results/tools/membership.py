@@ -48,6 +48,7 @@ import time
 from dataclasses import dataclass
 
 import membership_figures
+from engine_proc import wait_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ADD = 'name=add,cmd=counter-add,args={"delta":1}'
@@ -267,17 +268,6 @@ class Cluster:
     def stop_all(self):
         for m in self.members.values():
             m.stop()
-
-
-def wait_port(port, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError("nothing listens on port %d" % port)
 
 
 class Sampler(threading.Thread):

@@ -17,8 +17,7 @@
 //! naive-qmp [tcp:HOST:PORT]      (default tcp:127.0.0.1:4445)
 //! ```
 
-use std::time::{Duration, Instant};
-
+use bench::demo::run;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -50,26 +49,7 @@ async fn main() -> std::io::Result<()> {
 async fn executor(mut queue: mpsc::Receiver<Job>) {
     let mut counter: i64 = 0;
     while let Some((command, args, reply)) = queue.recv().await {
-        let _ = reply.send(run(&command, &args, &mut counter));
-    }
-}
-
-fn run(command: &str, args: &Value, counter: &mut i64) -> Value {
-    match command {
-        "ping" => json!({}),
-        "counter-add" => {
-            *counter += args["delta"].as_i64().unwrap_or(0);
-            json!({ "value": *counter })
-        }
-        "query-counter" => json!({ "value": *counter }),
-        "work" => {
-            let until = Instant::now() + Duration::from_micros(args["us"].as_u64().unwrap_or(0));
-            while Instant::now() < until {
-                std::hint::spin_loop();
-            }
-            json!({})
-        }
-        _ => Value::Null,
+        let _ = reply.send(run(&command, &args, &mut counter).unwrap_or(Value::Null));
     }
 }
 
@@ -104,7 +84,7 @@ async fn answer(request: &Value, jobs: &mpsc::Sender<Job>) -> Value {
     let value = if command == "qmp_capabilities" {
         json!({})
     } else if oob {
-        run(command, &args, &mut 0)
+        run(command, &args, &mut 0).unwrap_or(Value::Null)
     } else {
         let (tx, rx) = oneshot::channel();
         if jobs.send((command.to_owned(), args, tx)).await.is_err() {

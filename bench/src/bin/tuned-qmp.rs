@@ -17,8 +17,8 @@
 //! ```
 
 use std::io::Write as _;
-use std::time::{Duration, Instant};
 
+use bench::demo::run;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::OwnedWriteHalf;
@@ -71,25 +71,6 @@ fn executor(mut queue: mpsc::Receiver<Job>) {
         let value = run(&job.command, &job.args, &mut counter);
         let _ = job.reply.send(Reply { command: job.command, value, id: job.id });
     }
-}
-
-fn run(command: &str, args: &Value, counter: &mut i64) -> Option<Value> {
-    Some(match command {
-        "ping" | "qmp_capabilities" => json!({}),
-        "counter-add" => {
-            *counter += args["delta"].as_i64().unwrap_or(0);
-            json!({ "value": *counter })
-        }
-        "query-counter" => json!({ "value": *counter }),
-        "work" => {
-            let until = Instant::now() + Duration::from_micros(args["us"].as_u64().unwrap_or(0));
-            while Instant::now() < until {
-                std::hint::spin_loop();
-            }
-            json!({})
-        }
-        _ => return None,
-    })
 }
 
 /// Reads one request per line and routes it; never waits for a reply.
