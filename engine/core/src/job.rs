@@ -127,6 +127,50 @@ const EVENT_ROOM: usize = 1024;
 /// that thread's sessions up on the event (the thread has stopped draining: it exited).
 const EVENT_PATIENCE: Duration = Duration::from_millis(100);
 
+/// The handshake that lets a thread sleep without missing work handed to it meanwhile, and
+/// lets those who hand it work wake it only when it sleeps, at most once per sleep. Set by
+/// the sleeper just before it sleeps, cleared by whoever wakes it. Used by a parser thread's
+/// mailbox (asleep in `epoll_wait`) and the executor's doorbell (parked).
+#[derive(Debug, Default)]
+struct SleepFlag(AtomicBool);
+
+impl SleepFlag {
+    /// Sleeper side, before sleeping: returns false (stay awake) if `is_empty` says work came
+    /// meanwhile.
+    fn try_sleep(&self, is_empty: impl FnOnce() -> bool) -> bool {
+        self.0.store(true, Ordering::SeqCst);
+        // Pairs with the fence in `take`: either the waker sees the flag and wakes us, or we
+        // see its work here.
+        fence(Ordering::SeqCst);
+        if is_empty() {
+            return true;
+        }
+        self.0.store(false, Ordering::SeqCst);
+        false
+    }
+
+    /// Sleeper side, after waking. Stores only if the flag is still set: the parser threads
+    /// call this every loop turn, and a store would take the flag's cache line from the
+    /// executor, which reads it after every job.
+    fn awake(&self) {
+        if self.0.load(Ordering::Relaxed) {
+            self.0.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Waker side, after making work visible: true if the sleeper must be woken (then it is
+    /// the one to wake it; the flag is cleared).
+    fn take(&self) -> bool {
+        fence(Ordering::SeqCst);
+        self.0.load(Ordering::Relaxed) && self.0.swap(false, Ordering::SeqCst)
+    }
+
+    /// Clears the flag: the caller wakes the sleeper whatever it does.
+    fn clear(&self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
 /// A parser thread's inbound side, shared with the executor: the ring of outcomes, notices,
 /// recycled batch vectors, and what the executor needs to wake the thread.
 pub(crate) struct Mailbox<S, V> {
@@ -135,9 +179,9 @@ pub(crate) struct Mailbox<S, V> {
     arrivals: ArrayQueue<Arrival<S, V>>,
     /// Emptied batch vectors, back from the executor for the thread's next turns.
     spare: ArrayQueue<Vec<Job<S, V>>>,
-    /// The thread is (about to be) blocked in `epoll_wait`. Set by the thread just before it
-    /// sleeps, cleared by whoever wakes it: at most one wake-up syscall per sleep.
-    sleeping: AtomicBool,
+    /// The thread is (about to be) blocked in `epoll_wait`: at most one wake-up syscall per
+    /// sleep.
+    sleeping: SleepFlag,
     /// The thread found no credit and parked jobs; wake it when credits come back.
     needs_credit: AtomicBool,
     waker: mio::Waker,
@@ -154,7 +198,7 @@ impl<S, V> Mailbox<S, V> {
         Mailbox {
             arrivals: ArrayQueue::new(capacity + EVENT_ROOM),
             spare: ArrayQueue::new(SPARE_BATCHES),
-            sleeping: AtomicBool::new(false),
+            sleeping: SleepFlag::default(),
             needs_credit: AtomicBool::new(false),
             waker,
         }
@@ -200,32 +244,19 @@ impl<S, V> Mailbox<S, V> {
 
     /// Executor side, after outcomes were delivered: wakes the thread only if it sleeps.
     pub(crate) fn wake_if_sleeping(&self) {
-        // Pairs with the fence in `try_sleep`: either the thread sees our outcome before it
-        // sleeps, or we see its `sleeping` flag and wake it.
-        fence(Ordering::SeqCst);
-        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::SeqCst) {
+        if self.sleeping.take() {
             self.wake();
         }
     }
 
     /// Parser side, before blocking: returns false (stay awake) if anything is waiting.
     pub(crate) fn try_sleep(&self) -> bool {
-        self.sleeping.store(true, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-        if self.arrivals.is_empty() {
-            return true;
-        }
-        self.sleeping.store(false, Ordering::SeqCst);
-        false
+        self.sleeping.try_sleep(|| self.arrivals.is_empty())
     }
 
-    /// Parser side, after waking. Stores only if the flag is still set: this runs every loop
-    /// turn, and a store would take the flag's cache line from the executor, which reads it
-    /// after every job.
+    /// Parser side, after waking.
     pub(crate) fn awake(&self) {
-        if self.sleeping.load(Ordering::Relaxed) {
-            self.sleeping.store(false, Ordering::Relaxed);
-        }
+        self.sleeping.awake();
     }
 
     /// Unconditional wake (shutdown, credits).
@@ -251,9 +282,8 @@ impl<S, V> Mailbox<S, V> {
 /// core to whoever else runs there).
 #[derive(Debug, Default)]
 pub(crate) struct Doorbell {
-    /// The executor is (about to be) parked. Set by the executor just before it parks,
-    /// cleared by whoever wakes it.
-    sleeping: AtomicBool,
+    /// The executor is (about to be) parked.
+    sleeping: SleepFlag,
     /// The executor thread, once it runs.
     thread: OnceLock<Thread>,
 }
@@ -267,26 +297,17 @@ impl Doorbell {
     /// Executor side, before parking: returns false (stay awake) if `is_empty` says work came
     /// meanwhile.
     pub(crate) fn try_sleep(&self, is_empty: impl FnOnce() -> bool) -> bool {
-        self.sleeping.store(true, Ordering::SeqCst);
-        // Pairs with the fence in `ring_if_sleeping`: either the sender sees the flag and
-        // unparks us, or we see its batch here.
-        fence(Ordering::SeqCst);
-        if is_empty() {
-            return true;
-        }
-        self.sleeping.store(false, Ordering::Relaxed);
-        false
+        self.sleeping.try_sleep(is_empty)
     }
 
     /// Executor side, after parking.
     pub(crate) fn awake(&self) {
-        self.sleeping.store(false, Ordering::Relaxed);
+        self.sleeping.awake();
     }
 
     /// Sender side, after a send: unparks the executor only if it sleeps.
     fn ring_if_sleeping(&self) {
-        fence(Ordering::SeqCst);
-        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::SeqCst) {
+        if self.sleeping.take() {
             self.ring();
         }
     }
@@ -387,7 +408,7 @@ impl<S, V> Exchange<S, V> {
             if mailbox.needs_credit.load(Ordering::SeqCst)
                 && mailbox.needs_credit.swap(false, Ordering::SeqCst)
             {
-                mailbox.sleeping.store(false, Ordering::SeqCst);
+                mailbox.sleeping.clear();
                 mailbox.wake();
             }
         }
