@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 
-from engine_proc import cluster_argvs, cluster_leader, free_port, wait_port
+from engine_proc import Servers, cluster_argvs, cluster_leader, free_port, wait_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENGINE = os.path.join(ROOT, "target", "release", "ooblane")
@@ -40,32 +40,13 @@ INSERT = {"lanes": [{"name": "insert", "cmd": "transact",
                      "args": [DB, {"op": "insert", "table": "T", "row": {"n": 1}}]}]}
 
 
-class Suite:
+class Suite(Servers):
     def __init__(self, out, quick):
-        self.out = out
-        self.dur, self.warm = ("2s", "500ms") if quick else ("5s", "1s")
         self.tmp = tempfile.mkdtemp(prefix="cluster-bench-")
-        self.procs = []
+        super().__init__(out, self.tmp)
+        self.dur, self.warm = ("2s", "500ms") if quick else ("5s", "1s")
         self.rows = []
         os.makedirs(out)
-
-    def log(self, argv):
-        with open(os.path.join(self.out, "commands.txt"), "a") as f:
-            f.write(" ".join(argv) + "\n")
-
-    def spawn(self, argv, name):
-        self.log(argv)
-        err = open(os.path.join(self.tmp, name + ".log"), "wb")
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
-        self.procs.append(proc)
-        return proc
-
-    def stop_all(self):
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
-        self.procs = []
 
     # -- servers ------------------------------------------------------------------------
 

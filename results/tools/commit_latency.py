@@ -50,7 +50,7 @@ import tempfile
 import time
 import urllib.request
 
-from engine_proc import cluster_argvs, cluster_leader, free_port, qmp_execute, wait_port
+from engine_proc import Servers, cluster_argvs, cluster_leader, free_port, qmp_execute, wait_port
 import commit_latency_summary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -88,38 +88,18 @@ class Running:
         self.remotes = {"leader": leader, "follower": follower}
 
 
-class Sitting:
+class Sitting(Servers):
     def __init__(self, args):
-        self.args = args
-        self.out = args.out
-        self.dur, self.warm = ("2s", "500ms") if args.quick else ("4s", "1s")
         self.data_root = args.data_root or tempfile.mkdtemp(prefix="commit-latency-")
-        self.logs = os.path.join(self.data_root, "logs")
+        super().__init__(args.out, os.path.join(self.data_root, "logs"))
         os.makedirs(self.logs, exist_ok=True)
-        self.procs = []
+        self.args = args
+        self.dur, self.warm = ("2s", "500ms") if args.quick else ("4s", "1s")
         self.points = []
         self.floors = {}
         self.failures = []
         os.makedirs(os.path.join(self.out, "runs"))
         os.makedirs(os.path.join(self.out, "floor"))
-
-    def log(self, argv):
-        with open(os.path.join(self.out, "commands.txt"), "a") as f:
-            f.write(" ".join(argv) + "\n")
-
-    def spawn(self, argv, name):
-        self.log(argv)
-        with open(os.path.join(self.logs, name + ".log"), "wb") as err:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
-        self.procs.append(proc)
-        return proc
-
-    def stop_all(self):
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(timeout=30)
-        self.procs = []
 
     # -- systems ------------------------------------------------------------------------
 

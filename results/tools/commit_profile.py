@@ -22,29 +22,10 @@ import sys
 import tempfile
 import time
 
-from engine_proc import cluster_argvs, cluster_leader, free_port, qmp_oob, wait_port
+from engine_proc import cluster_argvs, cluster_leader, free_port, qmp_oob, thread_times, wait_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ADD = 'name=commit,cmd=counter-add,args={"delta":1}'
-
-
-def threads(pid):
-    """{tid: (name, cpu ns, voluntary, involuntary)} of one process."""
-    out = {}
-    for tid in os.listdir("/proc/%d/task" % pid):
-        base = "/proc/%d/task/%s/" % (pid, tid)
-        try:
-            with open(base + "comm") as f:
-                name = f.read().strip()
-            with open(base + "schedstat") as f:
-                cpu = int(f.read().split()[0])
-            with open(base + "status") as f:
-                fields = dict(line.split(":", 1) for line in f if ":" in line)
-            out[tid] = (name, cpu, int(fields["voluntary_ctxt_switches"]),
-                        int(fields["nonvoluntary_ctxt_switches"]))
-        except (OSError, KeyError, ValueError):
-            pass  # a thread that ended meanwhile
-    return out
 
 
 def counter(port):
@@ -74,11 +55,11 @@ def start(args, root):
 def sample(args, procs, ports, leader):
     """Per (role, thread name): [cpu ns, voluntary, involuntary, threads] over the window,
     and the commits in it."""
-    before = [threads(p.pid) for p in procs]
+    before = [thread_times(p.pid) for p in procs]
     first = counter(ports[leader])
     time.sleep(args.window)
     last = counter(ports[leader])
-    after = [threads(p.pid) for p in procs]
+    after = [thread_times(p.pid) for p in procs]
     table = collections.defaultdict(lambda: [0, 0, 0, 0])
     for i, (a, b) in enumerate(zip(before, after)):
         role = "node" if args.members == 1 else "leader" if i == leader else "follower"

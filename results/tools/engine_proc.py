@@ -1,7 +1,9 @@
 """What the attack scripts (stall_flood, nonreaders, slowloris, sigterm_pipeline) and the
 cluster benchmarks (cluster_vs_ovsdb, commit_latency) share: start the engine on an ephemeral
 QMP port, read its memory from /proc, open a negotiated QMP session, free loopback ports, the
-command lines of a loopback cluster and which member leads it, and end with PASS / FAIL.
+command lines of a loopback cluster and which member leads it, the servers a run starts
+(`Servers`), every thread's CPU and context switches (`thread_times`), and end with PASS /
+FAIL.
 Stdlib only."""
 
 import json
@@ -28,6 +30,26 @@ def status(pid, key):
             if line.startswith(key + ":"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def thread_times(pid):
+    """{tid: (name, CPU ns, voluntary, involuntary context switches)} of every thread of PID,
+    from /proc/PID/task/TID/{comm,schedstat,status}; a thread that ends meanwhile is left out."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        base = f"/proc/{pid}/task/{tid}"
+        try:
+            with open(f"{base}/comm") as f:
+                name = f.read().strip()
+            with open(f"{base}/schedstat") as f:
+                ns = int(f.read().split()[0])
+            with open(f"{base}/status") as f:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+            out[tid] = (name, ns, int(fields["voluntary_ctxt_switches"]),
+                        int(fields["nonvoluntary_ctxt_switches"]))
+        except (OSError, KeyError, ValueError):
+            pass
+    return out
 
 
 def mib(b):
@@ -84,6 +106,34 @@ def wait_port(port, timeout=15.0):
             time.sleep(0.05)
     raise TimeoutError("nothing listens on port %d" % port)
 
+
+
+class Servers:
+    """The server processes a benchmark run starts: each command line appended to
+    OUT/commands.txt, each process's output to LOGS/NAME.log, all killed together."""
+
+    def __init__(self, out, logs):
+        self.out = out
+        self.logs = logs
+        self.procs = []
+
+    def log(self, argv):
+        with open(os.path.join(self.out, "commands.txt"), "a") as f:
+            f.write(" ".join(argv) + "\n")
+
+    def spawn(self, argv, name):
+        self.log(argv)
+        with open(os.path.join(self.logs, name + ".log"), "wb") as err:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self):
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=30)
+        self.procs = []
 
 def cluster_argvs(engine, data_root, members=3):
     """Command lines of a loopback `--cluster` of MEMBERS engines, member N with its data in

@@ -48,7 +48,7 @@ import time
 from dataclasses import dataclass
 
 import membership_figures
-from engine_proc import wait_port
+from engine_proc import free_port, wait_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ADD = 'name=add,cmd=counter-add,args={"delta":1}'
@@ -82,12 +82,6 @@ FULL = Plan(fill=10_000, warmup=2, join=5, remove_follower=20, remove_leader=30,
             read_s=10)
 QUICK = Plan(fill=1_000, warmup=1, join=2, remove_follower=6, remove_leader=9, end=12,
              read_s=3)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Qmp:

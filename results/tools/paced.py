@@ -34,6 +34,8 @@ import subprocess
 import sys
 import time
 
+from engine_proc import thread_times
+
 LANES = {"inband": "name=ping,cmd=ping", "oob": "name=ping,cmd=ping,oob"}
 
 
@@ -42,19 +44,7 @@ def snapshot(pid):
     over the tasks."""
     cpu = switches = 0
     threads = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        base = f"/proc/{pid}/task/{tid}"
-        try:
-            with open(f"{base}/schedstat") as f:
-                ns = int(f.read().split()[0])
-            with open(f"{base}/status") as f:
-                fields = dict(line.split(":", 1) for line in f if ":" in line)
-            vol = int(fields["voluntary_ctxt_switches"])
-            invol = int(fields["nonvoluntary_ctxt_switches"])
-            with open(f"{base}/comm") as f:
-                comm = f.read().strip()
-        except (OSError, ValueError, KeyError):
-            continue  # the thread exited meanwhile
+    for comm, ns, vol, invol in thread_times(pid).values():
         cpu += ns
         switches += vol + invol
         t = threads.setdefault(comm, [0, 0, 0])
