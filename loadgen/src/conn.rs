@@ -18,7 +18,9 @@ use crate::Address;
 use crate::config::Protocol;
 use crate::framer::{Frame, Framer, MAX_FRAME};
 use crate::inflight::{Flight, InFlight, Lookup};
-use crate::protocol::{Message, Template, classify, classify_http, qmp_capabilities};
+use crate::protocol::{
+    Message, Template, classify, classify_http, error_text, http_error_text, qmp_capabilities,
+};
 use crate::recorder::Recorder;
 use crate::remote::Rotation;
 use crate::stream::Stream;
@@ -226,18 +228,27 @@ impl Conn {
                 Err(e) => return Outcome::Down(format!("read: {e}")),
             }
             while let Some(frame) = self.framer.next_frame() {
-                let message = match frame {
-                    Frame::Value(range) => classify(sh.protocol, self.framer.bytes(range)),
-                    Frame::Response { status, body } => {
-                        classify_http(status, self.framer.bytes(body))
+                let (message, error) = match frame {
+                    Frame::Value(range) => {
+                        let bytes = self.framer.bytes(range);
+                        let message = classify(sh.protocol, bytes);
+                        let error = message.is_error_reply().then(|| error_text(bytes));
+                        (message, error)
                     }
-                    Frame::Garbage => Message::Malformed,
+                    Frame::Response { status, body } => {
+                        let bytes = self.framer.bytes(body);
+                        let message = classify_http(status, bytes);
+                        let error =
+                            message.is_error_reply().then(|| http_error_text(status, bytes));
+                        (message, error)
+                    }
+                    Frame::Garbage => (Message::Malformed, None),
                     Frame::Unframable(why) => {
                         rec.verify.protocol_errors += 1;
                         return Outcome::Down(format!("unframable reply: {why}"));
                     }
                 };
-                match self.on_message(sh, rec, message, now) {
+                match self.on_message(sh, rec, message, error, now) {
                     Outcome::Idle => {}
                     Outcome::Up => result = Outcome::Up,
                     other => return other,
@@ -250,12 +261,14 @@ impl Conn {
         }
     }
 
-    /// Dispatches one message according to the session phase.
+    /// Dispatches one message according to the session phase; `error` is what an error
+    /// reply said ([`Message::is_error_reply`]).
     fn on_message(
         &mut self,
         sh: &Shared,
         rec: &mut Recorder,
         message: Message,
+        error: Option<String>,
         now: Instant,
     ) -> Outcome {
         match (self.phase, message) {
@@ -271,11 +284,13 @@ impl Conn {
                     sh.remotes[self.remote]
                 ));
             }
-            (Phase::Ready, Message::Reply { id, ok }) => self.on_reply(sh, rec, id, ok, now),
-            (Phase::Ready, Message::InOrder { ok }) => self.on_reply_in_order(sh, rec, ok, now),
+            (Phase::Ready, Message::Reply { id, .. }) => self.on_reply(sh, rec, id, error, now),
+            (Phase::Ready, Message::InOrder { .. }) => {
+                self.on_reply_in_order(sh, rec, error, now);
+            }
             (Phase::Ready, Message::MalformedInOrder) => {
                 rec.verify.protocol_errors += 1;
-                self.on_reply_in_order(sh, rec, false, now);
+                self.on_reply_in_order(sh, rec, error, now);
             }
             (Phase::Ready, Message::ForeignId) => rec.verify.unknown_ids += 1,
             (_, Message::ServerRequest(Some(reply))) => self.out.extend_from_slice(&reply),
@@ -324,8 +339,15 @@ impl Conn {
     }
 
     /// Matches a reply to its request and, where the protocol promises it, checks in-band
-    /// order.
-    fn on_reply(&mut self, sh: &Shared, rec: &mut Recorder, id: u64, ok: bool, now: Instant) {
+    /// order; `error` is `None` for a successful reply, else what the error said.
+    fn on_reply(
+        &mut self,
+        sh: &Shared,
+        rec: &mut Recorder,
+        id: u64,
+        error: Option<String>,
+        now: Instant,
+    ) {
         let flight = match self.inflight.take(id) {
             Lookup::Found(flight) => flight,
             Lookup::Duplicate => return rec.verify.duplicates += 1,
@@ -341,14 +363,23 @@ impl Conn {
                 }
             }
         }
-        rec.reply(flight.lane, flight.intended, flight.sent, now, ok);
+        rec.reply(flight.lane, flight.intended, flight.sent, now, error.is_none());
+        if let Some(text) = error {
+            rec.error_texts.add(&sh.lane_names[flight.lane], &text, 1);
+        }
     }
 
     /// A reply without an id answers the oldest request outstanding (HTTP/1.1); one with
     /// nothing outstanding is counted as a reply to an unknown request.
-    fn on_reply_in_order(&mut self, sh: &Shared, rec: &mut Recorder, ok: bool, now: Instant) {
+    fn on_reply_in_order(
+        &mut self,
+        sh: &Shared,
+        rec: &mut Recorder,
+        error: Option<String>,
+        now: Instant,
+    ) {
         match self.inflight.oldest() {
-            Some(id) => self.on_reply(sh, rec, id, ok, now),
+            Some(id) => self.on_reply(sh, rec, id, error, now),
             None => rec.verify.unknown_ids += 1,
         }
     }

@@ -42,6 +42,7 @@
 //!   measured window (`--server-pid`, one or several processes, or the embedded engine's
 //!   `engine-*` threads).
 //! - `recorder`: histograms, counters, verification, interval log of one thread.
+//! - `error_texts`: what error replies said ([`ErrorTexts`]), per lane, with counts.
 //! - `live`: [`LiveStats`] for progress displays.
 //! - `summary`: [`RunSummary`], the serializable result.
 //! - `report`: terminal table, `.hgrm`, `.hlog`, CSV renderings.
@@ -60,6 +61,7 @@ mod conn;
 mod driver;
 mod embedded;
 mod error;
+mod error_texts;
 mod framer;
 mod http;
 mod inflight;
@@ -87,6 +89,7 @@ pub use config::{
     Spin, parse_start_at,
 };
 pub use error::Error;
+pub use error_texts::{ErrorText, ErrorTexts};
 pub use live::{LiveSnapshot, LiveStats, Phase};
 pub use merge::merge;
 pub use ooblane_wire::Address;

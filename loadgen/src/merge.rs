@@ -226,8 +226,10 @@ fn merged_summary(
     let all: Vec<usize> = (0..lane_rows.len()).collect();
     let total = group("total", "", &all);
     let mut verification = first.verification;
+    let mut error_texts = first.error_texts.clone();
     for p in &parts[1..] {
         verification.add(&p.summary.verification);
+        error_texts.merge(&p.summary.error_texts);
     }
     let expect_errors = parts.iter().all(|p| p.summary.expect_errors);
     let failures = RunSummary::judge(&total.counts, &verification, expect_errors);
@@ -246,6 +248,7 @@ fn merged_summary(
         total,
         remotes: merged_remotes(parts),
         verification,
+        error_texts: error_texts.sorted(),
         send_lag: if first.mode == "open" { Percentiles::of(lag) } else { Percentiles::default() },
         ceiling_rate: None,
         expect_errors,

@@ -20,6 +20,7 @@ use serde::de::IgnoredAny;
 use serde_json::Value;
 
 use crate::config::Protocol;
+use crate::error_texts::shortened;
 use crate::workload::Lane;
 
 /// A lane's request with a hole for the id.
@@ -149,6 +150,18 @@ pub(crate) enum Message {
     Malformed,
 }
 
+impl Message {
+    /// A reply that answers a request with an error: it counts as answered, not as ok.
+    pub(crate) fn is_error_reply(&self) -> bool {
+        matches!(
+            self,
+            Message::Reply { ok: false, .. }
+                | Message::InOrder { ok: false }
+                | Message::MalformedInOrder
+        )
+    }
+}
+
 /// Every member any dialect's message may carry; unknown members are ignored.
 #[derive(Deserialize)]
 struct Raw {
@@ -220,6 +233,29 @@ pub(crate) fn classify_http(status: u16, body: &[u8]) -> Message {
         Ok(parsed) if object => Message::InOrder { ok: parsed.error.is_none() },
         _ => Message::MalformedInOrder,
     }
+}
+
+/// What an error reply says, for the report (called for error replies only, so parsing the
+/// message again costs nothing on the success path): QMP's `class: desc`, a string `error`
+/// as it is, any other `error` as compact JSON, and the message itself when it has none.
+pub(crate) fn error_text(bytes: &[u8]) -> String {
+    let message = serde_json::from_slice::<Value>(bytes).ok();
+    let text = match message.and_then(|mut m| m.get_mut("error").map(Value::take)) {
+        Some(Value::String(text)) => text,
+        Some(Value::Object(e)) if e.get("class").is_some_and(Value::is_string) => {
+            let field = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+            format!("{}: {}", field("class"), field("desc"))
+        }
+        Some(other) => other.to_string(),
+        None => String::from_utf8_lossy(bytes).trim().to_owned(),
+    };
+    shortened(&text)
+}
+
+/// What an HTTP error reply says: its status unless `2xx`, and its body's [`error_text`].
+pub(crate) fn http_error_text(status: u16, body: &[u8]) -> String {
+    let text = error_text(body);
+    if (200..300).contains(&status) { text } else { shortened(&format!("HTTP {status}: {text}")) }
 }
 
 /// A JSON-RPC message from the server with a `method`: answer `echo`, ignore the rest.
@@ -345,6 +381,23 @@ mod tests {
         assert_eq!(classify_http(200, b"[1]"), Message::MalformedInOrder);
         assert_eq!(classify_http(200, b"ok"), Message::MalformedInOrder);
         assert_eq!(classify_http(200, b""), Message::MalformedInOrder);
+    }
+
+    #[test]
+    fn error_texts_say_what_each_dialect_said() {
+        let qmp =
+            r#"{"error": {"class": "GenericError", "desc": "not executed: no leader"}, "id": 6}"#;
+        assert_eq!(error_text(qmp.as_bytes()), "GenericError: not executed: no leader");
+        let ovs = r#"{"id": 4, "result": null, "error": {"error": "unknown method"}}"#;
+        assert_eq!(error_text(ovs.as_bytes()), r#"{"error":"unknown method"}"#);
+        let etcd = r#"{"error":"etcdserver: too many requests","code":14}"#;
+        assert_eq!(
+            http_error_text(503, etcd.as_bytes()),
+            "HTTP 503: etcdserver: too many requests"
+        );
+        assert_eq!(http_error_text(200, etcd.as_bytes()), "etcdserver: too many requests");
+        assert_eq!(http_error_text(404, b"404 page not found\n"), "HTTP 404: 404 page not found");
+        assert_eq!(error_text(b"[1]"), "[1]", "a message without an error member is itself");
     }
 
     #[test]

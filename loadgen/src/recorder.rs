@@ -1,5 +1,6 @@
 //! What a driver thread measures: per-lane histograms and counters, verification counters,
-//! per-remote connection counters, the send lag, and the interval log.
+//! per-remote connection counters, what error replies said, the send lag, and the interval
+//! log.
 //!
 //! Two latencies per reply, both in nanoseconds:
 //! - **corrected**: receive time − *intended* send time (the schedule's), so time a request
@@ -16,6 +17,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use serde::{Deserialize, Serialize};
+
+use crate::error_texts::ErrorTexts;
 
 /// Largest latency recorded exactly: one hour in ns. A stalled server can hold a request for
 /// minutes; anything beyond an hour saturates at this value.
@@ -159,6 +162,8 @@ pub(crate) struct Recorder {
     /// Actual − intended send time of every request (open loop): how far the driver lagged.
     pub(crate) lag: Histogram<u64>,
     pub(crate) verify: Verification,
+    /// What the error replies said, per lane.
+    pub(crate) error_texts: ErrorTexts,
     pub(crate) remotes: Vec<RemoteCounts>,
     /// Start of the measured window (end of warm-up).
     measure_start: Instant,
@@ -187,6 +192,7 @@ impl Recorder {
             lanes: vec![lane; lanes],
             lag: histogram(),
             verify: Verification::default(),
+            error_texts: ErrorTexts::default(),
             remotes: vec![RemoteCounts::default(); remotes],
             measure_start,
             interval,
@@ -278,6 +284,7 @@ impl Recorder {
         }
         let _ = self.lag.add(&other.lag);
         self.verify.add(&other.verify);
+        self.error_texts.merge(&other.error_texts);
         for (mine, theirs) in self.remotes.iter_mut().zip(&other.remotes) {
             mine.add(theirs);
         }

@@ -12,6 +12,7 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 
+use crate::error_texts::{ErrorTexts, KEPT};
 use crate::server_cost::ServerCost;
 use crate::summary::{Percentiles, RowSummary, RunSummary};
 
@@ -78,8 +79,28 @@ pub(crate) fn table(s: &RunSummary) -> String {
     }
     remotes(&mut out, s);
     let _ = writeln!(out, "{}", checks_line(s));
+    error_texts(&mut out, &s.error_texts);
     let _ = writeln!(out, "{}", verification_line(s));
     out
+}
+
+/// What the error replies said: a line per lane and distinct text, most frequent first.
+fn error_texts(out: &mut String, e: &ErrorTexts) {
+    if e.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "error replies by lane and text:");
+    for t in &e.kept {
+        let _ = writeln!(out, "  {:<10} {:>9}  {}", t.lane, fmt_count(t.count), t.text);
+    }
+    if e.others > 0 {
+        let _ = writeln!(
+            out,
+            "  {:<10} {:>9}  (texts not kept: more than {KEPT} distinct ones)",
+            "(rest)",
+            fmt_count(e.others)
+        );
+    }
 }
 
 fn headline(s: &RunSummary) -> String {

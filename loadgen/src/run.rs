@@ -184,7 +184,7 @@ fn preflight(remotes: &[Address], timeout: Duration) -> Result<(), Error> {
 }
 
 /// Turns merged measurements into a [`Run`].
-fn build(cfg: &RunConfig, rates: &[f64], rec: Recorder, started: SystemTime) -> Run {
+fn build(cfg: &RunConfig, rates: &[f64], mut rec: Recorder, started: SystemTime) -> Run {
     let secs = cfg.duration.as_secs_f64();
     let open = cfg.mode == Mode::Open;
     let lane_rows: Vec<RowSummary> = cfg
@@ -245,6 +245,7 @@ fn build(cfg: &RunConfig, rates: &[f64], rec: Recorder, started: SystemTime) -> 
             .map(|(a, c)| RemoteSummary { address: a.to_string(), counts: *c })
             .collect(),
         verification: rec.verify,
+        error_texts: std::mem::take(&mut rec.error_texts).sorted(),
         checks: {
             let (order, why) = cfg.order_check();
             Checks { ids: cfg.protocol.replies_carry_ids(), order, order_reason: why.into() }

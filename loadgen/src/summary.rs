@@ -7,6 +7,7 @@
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use crate::error_texts::ErrorTexts;
 use crate::recorder::{LaneCounts, RemoteCounts, Verification};
 use crate::server_cost::ServerCost;
 
@@ -165,6 +166,9 @@ pub struct RunSummary {
     /// Which checks produced them.
     #[serde(default)]
     pub checks: Checks,
+    /// What the error replies said, per lane, most frequent first.
+    #[serde(default)]
+    pub error_texts: ErrorTexts,
     /// Actual − intended send time over all requests (how far the sender lagged).
     pub send_lag: Percentiles,
     /// Loopback echo ceiling in requests/s for the same shape, if measured.

@@ -80,6 +80,34 @@ fn exact_counts_against_the_engine_and_files_written() {
 }
 
 #[test]
+fn error_replies_are_reported_with_what_they_said() {
+    let server = start_server();
+    let lanes = vec![
+        Lane::new("work", "work", Some(json!({"us": 10})), false).with_rate(100.0),
+        Lane::new("typo", "no-such-command", None, false).with_rate(50.0),
+        Lane::new("oob-work", "work", Some(json!({"us": 10})), true).with_rate(50.0),
+    ];
+    let run = loadgen::run(&short_config(vec![server.addr.clone()], lanes)).expect("run");
+    let s = &run.summary;
+    assert_eq!(s.failures, vec!["100 error replies"], "{}", run.table());
+    let said: Vec<(&str, &str, u64)> =
+        s.error_texts.kept.iter().map(|e| (e.lane.as_str(), e.text.as_str(), e.count)).collect();
+    assert_eq!(
+        said,
+        vec![
+            ("oob-work", "GenericError: The command work does not support OOB", 50),
+            ("typo", "CommandNotFound: The command no-such-command has not been found", 50),
+        ],
+        "{}",
+        run.table()
+    );
+    assert_eq!(s.error_texts.others, 0);
+    let listed =
+        "error replies by lane and text:\n  oob-work          50  GenericError: The command work";
+    assert!(run.table().contains(listed), "{}", run.table());
+}
+
+#[test]
 fn closed_loop_keeps_depth_and_verifies() {
     let server = start_server();
     let cfg = RunConfig {

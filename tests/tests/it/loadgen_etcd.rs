@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use loadgen::{Address, Lane, Protocol, RunConfig};
+use loadgen::{Address, ErrorText, Lane, Protocol, RunConfig};
 use serde_json::{Value, json};
 use tests::READ_TIMEOUT;
 
@@ -191,6 +191,13 @@ fn error_statuses_are_error_replies() {
     assert_eq!((s.total.counts.ok, s.total.counts.errors), (160, 40), "{}", run.table());
     assert_eq!(s.verification.violations(), 0);
     assert_eq!(s.failures, vec!["40 error replies"]);
+    let said = ErrorText {
+        lane: "put".into(),
+        text: "HTTP 503: etcdserver: leader changed".into(),
+        count: 40,
+    };
+    assert_eq!((&s.error_texts.kept, s.error_texts.others), (&vec![said], 0));
+    assert!(run.table().contains("  put               40  HTTP 503: etcdserver: leader changed\n"));
 }
 
 #[test]
