@@ -134,6 +134,13 @@ def test_a_member_joins_then_a_follower_and_the_leader_leave_under_load(cluster)
         wait_for_acks(tally, tally.count() + 50, clients)
     finally:
         finish(clients, stop)
+    # While the removed leader steps down, the members left wait for the election that
+    # follows: they refuse nothing as if they were cut off (they have heard from the leader,
+    # not from each other) or for want of the removed leader's address.
+    refused = [(op.node, op.desc) for op in tally.history()
+               if op.node in left and op.outcome == history.NOT_EXECUTED
+               and ("heard from no majority" in op.desc or "no address" in op.desc)]
+    assert refused == [], refused
     # The removed members refuse what they are asked, saying so.
     q = Qmp(follower.addr)
     try:

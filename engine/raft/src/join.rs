@@ -22,7 +22,8 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(90);
 const PAUSE: Duration = Duration::from_millis(500);
 
 /// Asks `members` (id and member-to-member address) to add member `me` at `addr`, until it
-/// votes or Raft stops.
+/// votes or Raft stops. Meanwhile this member says it is joining when it refuses a request
+/// (its log may already hold a snapshot's membership, which does not name it yet).
 pub(crate) async fn join(
     raft: Node,
     me: u64,
@@ -30,11 +31,38 @@ pub(crate) async fn join(
     members: Vec<(u64, SocketAddr)>,
     reach: Arc<Reach>,
 ) {
+    reach.set_joining(true);
+    ask_until_voting(&raft, me, addr, &members, &reach).await;
+    // The leader answers once it has committed this member as a voter, which may be before
+    // this member's own log holds the entry that names it: until then it is still joining.
+    until_named(&raft, me).await;
+    reach.set_joining(false);
+}
+
+/// Returns once the membership in this member's log names `me`, or Raft stops.
+async fn until_named(raft: &Node, me: u64) {
+    let mut metrics = raft.metrics();
+    while metrics.borrow_watched().membership_config.membership().get_node(&me).is_none() {
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Asks each member in turn, round after round, until one says this member was added or the
+/// log says it votes.
+async fn ask_until_voting(
+    raft: &Node,
+    me: u64,
+    addr: SocketAddr,
+    members: &[(u64, SocketAddr)],
+    reach: &Arc<Reach>,
+) {
     let mut round = 0;
-    while !votes(&raft, me) {
+    while !votes(raft, me) {
         round += 1;
         for &(node, at) in members.iter().filter(|(node, _)| *node != me) {
-            let mut peer = Peer::new(node, at, Arc::clone(&reach));
+            let mut peer = Peer::new(node, at, Arc::clone(reach));
             let rpc = Rpc::Join { node: me, addr: addr.to_string() };
             match peer.ask(rpc, ANSWER_WITHIN).await {
                 Ok(Response::Join(Ok(()))) => {

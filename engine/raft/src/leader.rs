@@ -1,7 +1,7 @@
 //! Which member to hand a request to: this member when it leads, a leader it has heard from
 //! lately, or none yet (an election the majority is holding: wait) or none at all (this member
-//! is cut off, or was removed from the cluster: refuse now). Shared by the proposer, linearizable
-//! reads and administrative requests. Addresses come from the membership in the log, so a
+//! is cut off, was removed from the cluster, or is joining and not added yet: refuse now).
+//! Shared by the proposer, linearizable reads and administrative requests. Addresses come from the membership in the log, so a
 //! member that joined later is reached like the others.
 
 use std::net::SocketAddr;
@@ -38,7 +38,7 @@ impl Leadership {
     /// The leader to hand a request to: this member, or a leader it has heard from lately (not
     /// `avoid`, found unreachable). Otherwise waits, until `deadline`, for an election the
     /// majority is holding; says at once why not if this member cannot reach a majority (cut
-    /// off) or is not in the cluster (removed).
+    /// off) or is not in the cluster (removed, or joining and not added yet).
     pub(crate) async fn reachable(
         &self,
         avoid: Option<u64>,
@@ -65,23 +65,37 @@ impl Leadership {
     /// to wait.
     fn choose(&self, m: &RaftMetrics<Raft>, avoid: Option<u64>) -> Option<Result<u64, String>> {
         let membership = m.membership_config.membership();
-        if membership.nodes().next().is_none() {
+        if membership.nodes().next().is_none() && !self.reach.joining() {
             return Some(Err(format!("member {} has not joined a cluster yet", self.me)));
         }
-        if self.reach.removed() || membership.get_node(&self.me).is_none() {
+        if self.reach.removed() {
             return Some(Err(format!("member {} was removed from the cluster", self.me)));
+        }
+        if membership.get_node(&self.me).is_none() {
+            return Some(Err(if self.reach.joining() {
+                format!("member {} is joining the cluster and has not been added yet", self.me)
+            } else {
+                format!("member {} was removed from the cluster", self.me)
+            }));
         }
         match m.current_leader {
             Some(leader) if leader == self.me => return Some(Ok(leader)),
+            // A leader that removed itself leads until it steps down: the others wait for the
+            // election that follows rather than hand it what it would refuse.
             Some(leader)
-                if Some(leader) != avoid && self.reach.silence(leader) <= LEADER_SILENCE =>
+                if Some(leader) != avoid
+                    && membership.get_node(&leader).is_some()
+                    && self.reach.silence(leader) <= LEADER_SILENCE =>
             {
                 return Some(Ok(leader));
             }
             _ => {}
         }
+        // The remaining voters heard from the leader, not from each other: until they elect
+        // one (or the deadline), having heard no majority of them says nothing.
+        let leader_left = m.current_leader.is_some_and(|l| membership.get_node(&l).is_none());
         let voters: Vec<u64> = membership.voter_ids().collect();
-        if !self.reach.majority(self.me, &voters) {
+        if !leader_left && !self.reach.majority(self.me, &voters) {
             return Some(Err(format!(
                 "this member has heard from no majority of the cluster for {} s: it may be cut off from the others",
                 REACH_WINDOW.as_secs()

@@ -1,5 +1,5 @@
 //! Which members this member has heard from lately, and so whether it is cut off (and
-//! whether the leader told it it was removed from the cluster): every
+//! whether the leader told it it was removed from the cluster, or it is still joining): every
 //! member-to-member message counts (an append or heartbeat from the leader, a vote or
 //! pre-vote request from a candidate, an answer to one of this member's own RPCs). The
 //! proposer reads it to decide, without waiting, between forwarding to the leader, waiting
@@ -25,6 +25,8 @@ pub(crate) struct Reach {
     last: Mutex<HashMap<u64, Instant>>,
     /// The leader said this member was removed from the cluster.
     removed: AtomicBool,
+    /// This member is asking the cluster to add it (`--join`) and does not vote yet.
+    joining: AtomicBool,
 }
 
 impl Reach {
@@ -33,6 +35,7 @@ impl Reach {
             started: Instant::now(),
             last: Mutex::new(HashMap::new()),
             removed: AtomicBool::new(false),
+            joining: AtomicBool::new(false),
         }
     }
 
@@ -44,6 +47,17 @@ impl Reach {
     /// Whether the leader said this member was removed.
     pub(crate) fn removed(&self) -> bool {
         self.removed.load(Ordering::Relaxed)
+    }
+
+    /// This member starts or stops asking the cluster to add it.
+    pub(crate) fn set_joining(&self, joining: bool) {
+        self.joining.store(joining, Ordering::Relaxed);
+    }
+
+    /// Whether this member is still asking the cluster to add it: not in the membership its
+    /// log holds because it was never added yet, not because it was removed.
+    pub(crate) fn joining(&self) -> bool {
+        self.joining.load(Ordering::Relaxed)
     }
 
     /// A message from `member` arrived (or one of its answers).
