@@ -19,7 +19,7 @@ pub struct ErrorText {
     /// Lane name.
     pub lane: String,
     /// What the reply said: QMP's `class: desc`, JSON-RPC's `error`, an HTTP status and its
-    /// body's `error` (at most [`TEXT_MAX`] characters).
+    /// body's `error` (at most 160 characters).
     pub text: String,
     /// Error replies with this text.
     pub count: u64,
@@ -30,7 +30,7 @@ pub struct ErrorText {
 pub struct ErrorTexts {
     /// Distinct texts; most frequent first in a summary.
     pub kept: Vec<ErrorText>,
-    /// Error replies whose text was not kept (past [`KEPT`] distinct texts).
+    /// Error replies whose text was not kept (past 16 distinct texts).
     pub others: u64,
 }
 
@@ -85,6 +85,7 @@ mod tests {
 
     #[test]
     fn counts_each_lane_and_text_apart_and_the_rest_without_text() {
+        assert_eq!((KEPT, TEXT_MAX), (16, 160), "the public docs and the README give both");
         let mut e = ErrorTexts::default();
         e.add("add", "GenericError: not executed", 1);
         e.add("read", "GenericError: not executed", 1);
