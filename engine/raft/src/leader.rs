@@ -1,8 +1,8 @@
 //! Which member to hand a request to: this member when it leads, a leader it has heard from
 //! lately, or none yet (an election the majority is holding: wait) or none at all (this member
 //! is cut off, was removed from the cluster, or is joining and not added yet: refuse now).
-//! Shared by the proposer, linearizable reads and administrative requests. Addresses come from the membership in the log, so a
-//! member that joined later is reached like the others.
+//! Shared by the proposer, linearizable reads and administrative requests. Addresses come
+//! from the membership in the log, so a member that joined later is reached like the others.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
