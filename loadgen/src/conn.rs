@@ -18,9 +18,7 @@ use crate::Address;
 use crate::config::Protocol;
 use crate::framer::{Frame, Framer, MAX_FRAME};
 use crate::inflight::{Flight, InFlight, Lookup};
-use crate::protocol::{
-    Message, Template, classify, classify_http, error_text, http_error_text, qmp_capabilities,
-};
+use crate::protocol::{Message, Template, classify, classify_http, qmp_capabilities};
 use crate::recorder::Recorder;
 use crate::remote::Rotation;
 use crate::stream::Stream;
@@ -228,27 +226,18 @@ impl Conn {
                 Err(e) => return Outcome::Down(format!("read: {e}")),
             }
             while let Some(frame) = self.framer.next_frame() {
-                let (message, error) = match frame {
-                    Frame::Value(range) => {
-                        let bytes = self.framer.bytes(range);
-                        let message = classify(sh.protocol, bytes);
-                        let error = message.is_error_reply().then(|| error_text(bytes));
-                        (message, error)
-                    }
+                let message = match frame {
+                    Frame::Value(range) => classify(sh.protocol, self.framer.bytes(range)),
                     Frame::Response { status, body } => {
-                        let bytes = self.framer.bytes(body);
-                        let message = classify_http(status, bytes);
-                        let error =
-                            message.is_error_reply().then(|| http_error_text(status, bytes));
-                        (message, error)
+                        classify_http(status, self.framer.bytes(body))
                     }
-                    Frame::Garbage => (Message::Malformed, None),
+                    Frame::Garbage => Message::Malformed,
                     Frame::Unframable(why) => {
                         rec.verify.protocol_errors += 1;
                         return Outcome::Down(format!("unframable reply: {why}"));
                     }
                 };
-                match self.on_message(sh, rec, message, error, now) {
+                match self.on_message(sh, rec, message, now) {
                     Outcome::Idle => {}
                     Outcome::Up => result = Outcome::Up,
                     other => return other,
@@ -261,14 +250,12 @@ impl Conn {
         }
     }
 
-    /// Dispatches one message according to the session phase; `error` is what an error
-    /// reply said ([`Message::is_error_reply`]).
+    /// Dispatches one message according to the session phase.
     fn on_message(
         &mut self,
         sh: &Shared,
         rec: &mut Recorder,
         message: Message,
-        error: Option<String>,
         now: Instant,
     ) -> Outcome {
         match (self.phase, message) {
@@ -284,13 +271,13 @@ impl Conn {
                     sh.remotes[self.remote]
                 ));
             }
-            (Phase::Ready, Message::Reply { id, .. }) => self.on_reply(sh, rec, id, error, now),
-            (Phase::Ready, Message::InOrder { .. }) => {
+            (Phase::Ready, Message::Reply { id, error }) => self.on_reply(sh, rec, id, error, now),
+            (Phase::Ready, Message::InOrder { error }) => {
                 self.on_reply_in_order(sh, rec, error, now);
             }
-            (Phase::Ready, Message::MalformedInOrder) => {
+            (Phase::Ready, Message::MalformedInOrder { body }) => {
                 rec.verify.protocol_errors += 1;
-                self.on_reply_in_order(sh, rec, error, now);
+                self.on_reply_in_order(sh, rec, Some(body), now);
             }
             (Phase::Ready, Message::ForeignId) => rec.verify.unknown_ids += 1,
             (_, Message::ServerRequest(Some(reply))) => self.out.extend_from_slice(&reply),

@@ -114,27 +114,30 @@ pub(crate) fn qmp_capabilities(oob: bool) -> &'static [u8] {
 /// One classified incoming message.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Message {
-    /// A reply carrying one of our numeric ids; `ok` is false for an error reply.
+    /// A reply carrying one of our numeric ids.
     Reply {
         /// The id.
         id: u64,
-        /// `return`/`result` (true) or `error` (false).
-        ok: bool,
+        /// `None` for `return`/`result`; for an `error`, what it said ([`describe`]).
+        error: Option<String>,
     },
     /// A reply without an id (QMP answers unparsable input, and `qmp_capabilities`, so).
     Anonymous {
-        /// As for `Reply`.
+        /// `return` (true) or `error` (false).
         ok: bool,
     },
     /// A reply without an id that answers the oldest request outstanding on its connection
     /// (HTTP/1.1).
     InOrder {
-        /// As for `Reply`.
-        ok: bool,
+        /// `None` for a reply; for an error reply, its status and what its body said.
+        error: Option<String>,
     },
     /// An HTTP reply whose body is not what a JSON gateway sends: it still answers the
     /// oldest outstanding request (HTTP framed it), as an error, and is a protocol error.
-    MalformedInOrder,
+    MalformedInOrder {
+        /// The body, as text.
+        body: String,
+    },
     /// A reply whose id is not a number we could have sent.
     ForeignId,
     /// The QMP greeting.
@@ -150,18 +153,6 @@ pub(crate) enum Message {
     Malformed,
 }
 
-impl Message {
-    /// A reply that answers a request with an error: it counts as answered, not as ok.
-    pub(crate) fn is_error_reply(&self) -> bool {
-        matches!(
-            self,
-            Message::Reply { ok: false, .. }
-                | Message::InOrder { ok: false }
-                | Message::MalformedInOrder
-        )
-    }
-}
-
 /// Every member any dialect's message may carry; unknown members are ignored.
 #[derive(Deserialize)]
 struct Raw {
@@ -169,7 +160,7 @@ struct Raw {
     #[serde(rename = "return")]
     ret: Option<IgnoredAny>,
     result: Option<IgnoredAny>,
-    error: Option<IgnoredAny>,
+    error: Option<Value>,
     event: Option<IgnoredAny>,
     method: Option<String>,
     params: Option<Value>,
@@ -190,7 +181,7 @@ pub(crate) fn classify(protocol: Protocol, bytes: &[u8]) -> Message {
     };
     if protocol == Protocol::Echo {
         return match raw.id.as_ref().and_then(Value::as_u64) {
-            Some(id) => Message::Reply { id, ok: true },
+            Some(id) => Message::Reply { id, error: None },
             None => Message::ForeignId,
         };
     }
@@ -204,21 +195,21 @@ pub(crate) fn classify(protocol: Protocol, bytes: &[u8]) -> Message {
     if let Some(method) = raw.method {
         return server_request(&method, raw.id, raw.params);
     }
-    let ok = match (raw.ret.or(raw.result).is_some(), raw.error.is_some()) {
-        (true, false) => true,
-        (false, true) => false,
+    let error = match (raw.ret.or(raw.result).is_some(), raw.error) {
+        (true, None) => None,
+        (false, Some(error)) => Some(describe(error)),
         _ => return Message::Malformed,
     };
     match raw.id {
-        None => Message::Anonymous { ok },
-        Some(id) => id.as_u64().map_or(Message::ForeignId, |id| Message::Reply { id, ok }),
+        None => Message::Anonymous { ok: error.is_none() },
+        Some(id) => id.as_u64().map_or(Message::ForeignId, |id| Message::Reply { id, error }),
     }
 }
 
 /// The members of a gateway reply body that matter: an `error` makes it an error reply.
 #[derive(Deserialize)]
 struct GatewayBody {
-    error: Option<IgnoredAny>,
+    error: Option<Value>,
 }
 
 /// Classifies one HTTP response: a `2xx` with a JSON object body is a reply, an `error`
@@ -226,36 +217,38 @@ struct GatewayBody {
 /// what a JSON gateway sends.
 pub(crate) fn classify_http(status: u16, body: &[u8]) -> Message {
     if !(200..300).contains(&status) {
-        return Message::InOrder { ok: false };
+        let error = shortened(&format!("HTTP {status}: {}", body_text(body)));
+        return Message::InOrder { error: Some(error) };
     }
     let object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
     match serde_json::from_slice::<GatewayBody>(body) {
-        Ok(parsed) if object => Message::InOrder { ok: parsed.error.is_none() },
-        _ => Message::MalformedInOrder,
+        Ok(parsed) if object => Message::InOrder { error: parsed.error.map(describe) },
+        _ => Message::MalformedInOrder { body: body_text(body) },
     }
 }
 
-/// What an error reply says, for the report (called for error replies only, so parsing the
-/// message again costs nothing on the success path): QMP's `class: desc`, a string `error`
-/// as it is, any other `error` as compact JSON, and the message itself when it has none.
-pub(crate) fn error_text(bytes: &[u8]) -> String {
-    let message = serde_json::from_slice::<Value>(bytes).ok();
-    let text = match message.and_then(|mut m| m.get_mut("error").map(Value::take)) {
-        Some(Value::String(text)) => text,
-        Some(Value::Object(e)) if e.get("class").is_some_and(Value::is_string) => {
+/// What an `error` member says, for the report: QMP's `class: desc`, a string as it is,
+/// anything else as compact JSON; cut to the length the report keeps.
+fn describe(error: Value) -> String {
+    let text = match error {
+        Value::String(text) => text,
+        Value::Object(e) if e.get("class").is_some_and(Value::is_string) => {
             let field = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
             format!("{}: {}", field("class"), field("desc"))
         }
-        Some(other) => other.to_string(),
-        None => String::from_utf8_lossy(bytes).trim().to_owned(),
+        other => other.to_string(),
     };
     shortened(&text)
 }
 
-/// What an HTTP error reply says: its status unless `2xx`, and its body's [`error_text`].
-pub(crate) fn http_error_text(status: u16, body: &[u8]) -> String {
-    let text = error_text(body);
-    if (200..300).contains(&status) { text } else { shortened(&format!("HTTP {status}: {text}")) }
+/// What an HTTP body that is not a reply says: its `error` member if it is a JSON object
+/// with one, otherwise the body itself as text.
+fn body_text(body: &[u8]) -> String {
+    let message = serde_json::from_slice::<Value>(body).ok();
+    match message.and_then(|mut m| m.get_mut("error").map(Value::take)) {
+        Some(error) if !error.is_null() => describe(error),
+        _ => shortened(String::from_utf8_lossy(body).trim()),
+    }
 }
 
 /// A JSON-RPC message from the server with a `method`: answer `echo`, ignore the rest.
@@ -313,10 +306,10 @@ mod tests {
             q(r#"{"QMP": {"version": {}, "capabilities": []}}"#),
             Message::Greeting { oob: false }
         );
-        assert_eq!(q(r#"{"return": {}, "id": 5}"#), Message::Reply { id: 5, ok: true });
+        assert_eq!(q(r#"{"return": {}, "id": 5}"#), Message::Reply { id: 5, error: None });
         assert_eq!(
             q(r#"{"error": {"class": "GenericError", "desc": "x"}, "id": 6}"#),
-            Message::Reply { id: 6, ok: false }
+            Message::Reply { id: 6, error: Some("GenericError: x".into()) }
         );
         assert_eq!(q(r#"{"return": {}}"#), Message::Anonymous { ok: true });
         assert_eq!(q(r#"{"return": {}, "id": "x"}"#), Message::ForeignId);
@@ -333,15 +326,15 @@ mod tests {
         let j = |s: &str| classify(Protocol::JsonRpc, s.as_bytes());
         assert_eq!(
             j(r#"{"id": 3, "result": {}, "error": null}"#),
-            Message::Reply { id: 3, ok: true }
+            Message::Reply { id: 3, error: None }
         );
         assert_eq!(
             j(r#"{"id": 4, "result": null, "error": {"error": "x"}}"#),
-            Message::Reply { id: 4, ok: false }
+            Message::Reply { id: 4, error: Some(r#"{"error":"x"}"#.into()) }
         );
         assert_eq!(
             j(r#"{"jsonrpc": "2.0", "id": 4, "error": {"code": -32601, "message": "m"}}"#),
-            Message::Reply { id: 4, ok: false }
+            Message::Reply { id: 4, error: Some(r#"{"code":-32601,"message":"m"}"#.into()) }
         );
         assert_eq!(j(r#"{"id": null, "method": "update", "params": []}"#), Message::Event);
         let Message::ServerRequest(Some(reply)) =
@@ -373,36 +366,48 @@ mod tests {
     #[test]
     fn classifies_gateway_replies() {
         let put = r#"{"header":{"cluster_id":"1","member_id":"2","revision":"3","raft_term":"2"}}"#;
-        assert_eq!(classify_http(200, put.as_bytes()), Message::InOrder { ok: true });
+        assert_eq!(classify_http(200, put.as_bytes()), Message::InOrder { error: None });
         let error = r#"{"error":"etcdserver: too many requests","code":14}"#;
-        assert_eq!(classify_http(503, error.as_bytes()), Message::InOrder { ok: false });
-        assert_eq!(classify_http(200, error.as_bytes()), Message::InOrder { ok: false });
-        assert_eq!(classify_http(404, b"404 page not found\n"), Message::InOrder { ok: false });
-        assert_eq!(classify_http(200, b"[1]"), Message::MalformedInOrder);
-        assert_eq!(classify_http(200, b"ok"), Message::MalformedInOrder);
-        assert_eq!(classify_http(200, b""), Message::MalformedInOrder);
+        let said = |text: &str| Message::InOrder { error: Some(text.into()) };
+        assert_eq!(
+            classify_http(503, error.as_bytes()),
+            said("HTTP 503: etcdserver: too many requests")
+        );
+        assert_eq!(classify_http(200, error.as_bytes()), said("etcdserver: too many requests"));
+        assert_eq!(
+            classify_http(404, b"404 page not found\n"),
+            said("HTTP 404: 404 page not found")
+        );
+        let malformed = |body: &str| Message::MalformedInOrder { body: body.into() };
+        assert_eq!(
+            classify_http(200, b"[1]"),
+            malformed("[1]"),
+            "a body without an error is itself"
+        );
+        assert_eq!(classify_http(200, b"ok"), malformed("ok"));
+        assert_eq!(classify_http(200, b""), malformed(""));
     }
 
     #[test]
     fn error_texts_say_what_each_dialect_said() {
         let qmp =
             r#"{"error": {"class": "GenericError", "desc": "not executed: no leader"}, "id": 6}"#;
-        assert_eq!(error_text(qmp.as_bytes()), "GenericError: not executed: no leader");
+        let error = Some("GenericError: not executed: no leader".to_owned());
+        assert_eq!(classify(Protocol::Qmp, qmp.as_bytes()), Message::Reply { id: 6, error });
         let ovs = r#"{"id": 4, "result": null, "error": {"error": "unknown method"}}"#;
-        assert_eq!(error_text(ovs.as_bytes()), r#"{"error":"unknown method"}"#);
-        let etcd = r#"{"error":"etcdserver: too many requests","code":14}"#;
-        assert_eq!(
-            http_error_text(503, etcd.as_bytes()),
-            "HTTP 503: etcdserver: too many requests"
-        );
-        assert_eq!(http_error_text(200, etcd.as_bytes()), "etcdserver: too many requests");
-        assert_eq!(http_error_text(404, b"404 page not found\n"), "HTTP 404: 404 page not found");
-        assert_eq!(error_text(b"[1]"), "[1]", "a message without an error member is itself");
+        let error = Some(r#"{"error":"unknown method"}"#.to_owned());
+        assert_eq!(classify(Protocol::JsonRpc, ovs.as_bytes()), Message::Reply { id: 4, error });
+        let long = format!(r#"{{"error": "{}", "id": 7}}"#, "x".repeat(500));
+        let Message::Reply { error: Some(text), .. } = classify(Protocol::JsonRpc, long.as_bytes())
+        else {
+            panic!("an error reply");
+        };
+        assert_eq!(text.chars().count(), crate::error_texts::TEXT_MAX + 1, "cut, with its mark");
     }
 
     #[test]
     fn echo_mode_counts_the_request_itself_as_the_reply() {
         let line = br#"{"execute":"work","arguments":{"us":1},"id":9}"#;
-        assert_eq!(classify(Protocol::Echo, line), Message::Reply { id: 9, ok: true });
+        assert_eq!(classify(Protocol::Echo, line), Message::Reply { id: 9, error: None });
     }
 }
