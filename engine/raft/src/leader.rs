@@ -65,35 +65,34 @@ impl Leadership {
     /// to wait.
     fn choose(&self, m: &RaftMetrics<Raft>, avoid: Option<u64>) -> Option<Result<u64, String>> {
         let membership = m.membership_config.membership();
-        if membership.nodes().next().is_none() && !self.reach.joining() {
-            return Some(Err(format!("member {} has not joined a cluster yet", self.me)));
+        let (member, joining) = (membership.get_node(&self.me).is_some(), self.reach.joining());
+        let refusal = if membership.nodes().next().is_none() && !joining {
+            Some("has not joined a cluster yet")
+        } else if self.reach.removed() || (!member && !joining) {
+            Some("was removed from the cluster")
+        } else if !member {
+            Some("is joining the cluster and has not been added yet")
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
+            return Some(Err(format!("member {} {why}", self.me)));
         }
-        if self.reach.removed() {
-            return Some(Err(format!("member {} was removed from the cluster", self.me)));
-        }
-        if membership.get_node(&self.me).is_none() {
-            return Some(Err(if self.reach.joining() {
-                format!("member {} is joining the cluster and has not been added yet", self.me)
-            } else {
-                format!("member {} was removed from the cluster", self.me)
-            }));
-        }
+        // A leader that removed itself leads until it steps down: the others wait for the
+        // election that follows rather than hand it what it would refuse; and, having heard
+        // from the leader, not from each other, they are not cut off for want of a majority.
+        let leader_left = m.current_leader.is_some_and(|l| membership.get_node(&l).is_none());
         match m.current_leader {
             Some(leader) if leader == self.me => return Some(Ok(leader)),
-            // A leader that removed itself leads until it steps down: the others wait for the
-            // election that follows rather than hand it what it would refuse.
             Some(leader)
                 if Some(leader) != avoid
-                    && membership.get_node(&leader).is_some()
+                    && !leader_left
                     && self.reach.silence(leader) <= LEADER_SILENCE =>
             {
                 return Some(Ok(leader));
             }
             _ => {}
         }
-        // The remaining voters heard from the leader, not from each other: until they elect
-        // one (or the deadline), having heard no majority of them says nothing.
-        let leader_left = m.current_leader.is_some_and(|l| membership.get_node(&l).is_none());
         let voters: Vec<u64> = membership.voter_ids().collect();
         if !leader_left && !self.reach.majority(self.me, &voters) {
             return Some(Err(format!(
